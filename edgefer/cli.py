@@ -1,0 +1,217 @@
+"""Command lines: ``edgefer`` (run, check-config, status, report), ``edgefer-bench``,
+``edgefer-train`` and ``edgefer-explain``. Heavy imports happen inside each command so
+``edgefer status`` stays instant on a Pi."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from edgefer import __version__
+from edgefer import config as configmod
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _source_overrides(value: str | None) -> dict:
+    if value is None:
+        return {}
+    if value in ("demo", "picamera2"):
+        return {"source.kind": value}
+    if Path(value).is_dir():
+        return {"source.kind": "folder", "source.device": value}
+    return {"source.kind": "opencv", "source.device": value}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edgefer.classifier import ModelError
+    from edgefer.service import Service
+
+    overrides: dict = {
+        "mqtt.host": args.mqtt_host,
+        "mqtt.port": args.mqtt_port,
+        "device_id": args.device_id,
+        "state_dir": args.state_dir,
+        "log_level": args.log_level,
+        **_source_overrides(args.source),
+    }
+    if args.demo:
+        overrides.update({"source.kind": "demo", "mood.windows": ["10s", "1m"], "mood.publish_every": "10s"})
+        if args.mqtt_host is None:
+            overrides["mqtt.enabled"] = False
+    if args.stdout:
+        overrides["mqtt.enabled"] = False
+    if args.fast:
+        overrides["source.pace"] = False
+    try:
+        cfg = configmod.apply_overrides(configmod.load(args.config), overrides)
+    except configmod.ConfigError as exc:
+        print(f"edgefer: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(cfg.log_level)
+    try:
+        service = Service(cfg, args.config, overrides=overrides)
+    except (ModelError, RuntimeError) as exc:
+        logging.getLogger("edgefer").error("cannot start: %s", exc)
+        return 1
+    return service.run()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        cfg = configmod.load(args.file)
+    except configmod.ConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(json.dumps(cfg.to_dict(), indent=2))
+    print(f"ok: {args.file or configmod.DEFAULT_PATH}", file=sys.stderr)
+    return 0
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    if args.state_dir:
+        return Path(args.state_dir)
+    try:
+        return Path(configmod.load(args.config).state_dir)
+    except configmod.ConfigError:
+        return Path(configmod.parse("").state_dir)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    path = _state_dir(args) / "status.json"
+    try:
+        st = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(f"no status at {path}: the daemon has not run with this state directory", file=sys.stderr)
+        return 3
+    except (OSError, ValueError) as exc:
+        print(f"{path}: unreadable status ({exc})", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(st, indent=1))
+        return 0
+    age = time.time() - st.get("updated", 0)
+    out = st.get("output", {})
+    src = st.get("source", {})
+    state = st.get("state") or ("running" if age < 10 else f"not updated for {age:.0f}s (stopped or hung?)")
+    last = out.get("last_publish")
+    lines = [
+        f"state:         {state}",
+        f"device:        {st.get('device')}  (pid {st.get('pid')}, up {st.get('uptime')} s, v{st.get('version')})",
+        f"source:        {src.get('name')}: {src.get('state')}" + (f" ({src['error']})" if src.get("error") else ""),
+        f"detector:      {st.get('detector')}   model: {st.get('model')} on {st.get('runtime')}",
+        f"fps:           {st.get('fps')}   ms/frame: {(st.get('ms') or {}).get('total')}",
+        f"output:        {out.get('kind')} {out.get('broker', '')} {out.get('state', '')}"
+        + (f" ({out['error']})" if out.get("error") else ""),
+        f"last publish:  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last)) if last else 'never'}",
+        f"queue depth:   {st.get('queue_depth')}   dropped summaries: {st.get('dropped_summaries')}",
+        f"cpu/rss:       {st.get('cpu_percent')} % of one core, {st.get('rss_mb')} MB",
+    ]
+    if st.get("store_fault"):
+        lines.append(f"store fault:   {st['store_fault']}")
+    if st.get("last_reload"):
+        r = st["last_reload"]
+        lines.append(f"last reload:   {'ok' if r.get('ok') else 'refused: ' + str(r.get('error'))}")
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from edgefer.report import draw_report
+    from edgefer.store import Store
+
+    since = time.time() - configmod.parse_duration(args.since)
+    store = Store(_state_dir(args) / "edgefer.db")
+    window = configmod.parse_duration(args.window) if args.window else None
+    rows = store.history(since, window)
+    store.close()
+    if not rows:
+        print(f"no summaries since {args.since} ago in {_state_dir(args)}", file=sys.stderr)
+        return 3
+    out = draw_report(rows, args.out, title=f"edgefer mood, last {args.since}")
+    print(f"wrote {out} from {len(rows)} summaries")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgefer", description="On-device facial-emotion mood monitor.")
+    p.add_argument("--version", action="version", version=f"edgefer {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the daemon (what the systemd service runs)")
+    r.add_argument("--config", help=f"TOML config (default {configmod.DEFAULT_PATH} when it exists)")
+    r.add_argument("--source", help="demo, picamera2, a camera index, a device path, a video file or a folder")
+    r.add_argument("--mqtt-host")
+    r.add_argument("--mqtt-port", type=int)
+    r.add_argument("--device-id")
+    r.add_argument("--state-dir")
+    r.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    r.add_argument("--demo", action="store_true", help="embedded demo: moving astronaut, summaries every 10 s")
+    r.add_argument("--stdout", action="store_true", help="summaries as JSON lines on stdout instead of MQTT")
+    r.add_argument("--fast", action="store_true", help="finite sources as fast as possible (no pacing)")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check-config", help="validate a config file and print the effective config")
+    c.add_argument("file", nargs="?")
+    c.add_argument("-q", "--quiet", action="store_true")
+    c.set_defaults(func=cmd_check_config)
+
+    for name, func, text in (
+        ("status", cmd_status, "the running daemon's last status"),
+        ("report", cmd_report, "draw mood over time from the local history (PNG)"),
+    ):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--config")
+        s.add_argument("--state-dir")
+        s.set_defaults(func=func)
+        if name == "status":
+            s.add_argument("--json", action="store_true")
+        else:
+            s.add_argument("--since", default="24h")
+            s.add_argument("--window", help="which window's summaries to draw (default: all)")
+            s.add_argument("--out", default="mood.png")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+def bench_main(argv: list[str] | None = None) -> int:
+    from edgefer.bench import main as bench
+
+    return bench(argv)
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    try:
+        from edgefer.train.cli import main as train
+    except ImportError as exc:
+        print(f"edgefer-train needs the train extra: pip install 'edgefer[train]' ({exc})", file=sys.stderr)
+        return 2
+    return train(argv)
+
+
+def explain_main(argv: list[str] | None = None) -> int:
+    try:
+        from edgefer.train.explain import main as explain
+    except ImportError as exc:
+        print(f"edgefer-explain needs the train extra: pip install 'edgefer[train]' ({exc})", file=sys.stderr)
+        return 2
+    return explain(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""Face detection and cropping to the classifier's 48x48 grayscale input.
+
+Detection runs on a downscaled copy of the frame (faces are large; detection cost grows
+with pixels); crops come from the full-resolution frame so the classifier sees all the
+detail there is. Between detections the last boxes are held, which is what lets a Pi run
+the detector every few frames only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+SIZE = 48
+
+
+@dataclass(frozen=True)
+class Face:
+    """A face box in full-frame pixels; ``eyes`` (left, right) when the detector gives them."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    score: float = 1.0
+    eyes: tuple[tuple[float, float], tuple[float, float]] | None = None
+
+
+class Detector(Protocol):
+    name: str
+
+    def detect(self, gray: np.ndarray, min_size: int) -> list[Face]: ...
+
+
+class HaarDetector:
+    """OpenCV's bundled frontal-face cascade: always available, no extra download."""
+
+    name = "haar"
+
+    def __init__(self) -> None:
+        data = getattr(cv2, "data", None)
+        if data is None or not hasattr(cv2, "CascadeClassifier"):
+            raise RuntimeError("this OpenCV build has no Haar cascades (opencv-python-headless 5.x); install <5")
+        path = data.haarcascades + "haarcascade_frontalface_default.xml"
+        self._cascade = cv2.CascadeClassifier(path)
+        if self._cascade.empty():
+            raise RuntimeError(f"{path}: Haar cascade failed to load")
+
+    def detect(self, gray: np.ndarray, min_size: int) -> list[Face]:
+        boxes = self._cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_size, min_size))
+        return [Face(int(x), int(y), int(w), int(h)) for x, y, w, h in boxes]
+
+
+class MediapipeDetector:
+    """BlazeFace (short range) from the legacy mediapipe solutions API, with eye keypoints."""
+
+    name = "mediapipe"
+
+    def __init__(self, min_score: float = 0.5) -> None:
+        import mediapipe as mp
+
+        self._det = mp.solutions.face_detection.FaceDetection(model_selection=0, min_detection_confidence=min_score)
+
+    def detect(self, gray: np.ndarray, min_size: int) -> list[Face]:
+        h, w = gray.shape
+        res = self._det.process(cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB))
+        out = []
+        for d in res.detections or []:
+            bb = d.location_data.relative_bounding_box
+            box = Face(int(bb.xmin * w), int(bb.ymin * h), int(bb.width * w), int(bb.height * h), float(d.score[0]))
+            if min(box.w, box.h) < min_size:
+                continue
+            kp = d.location_data.relative_keypoints
+            # keypoint 0 is the subject's right eye (image left), 1 the left eye
+            eyes = ((kp[0].x * w, kp[0].y * h), (kp[1].x * w, kp[1].y * h)) if len(kp) >= 2 else None
+            out.append(Face(box.x, box.y, box.w, box.h, box.score, eyes))
+        return out
+
+
+def available_detectors() -> list[str]:
+    names = ["haar"]
+    try:
+        import mediapipe as mp
+
+        if hasattr(mp, "solutions") and hasattr(mp.solutions, "face_detection"):
+            names.insert(0, "mediapipe")
+    except Exception:  # an import error of any kind means: not usable here
+        pass
+    return names
+
+
+def make_detector(name: str = "auto", min_score: float = 0.5) -> Detector:
+    """The requested detector; 'auto' picks mediapipe when importable, else Haar."""
+    if name == "auto":
+        name = available_detectors()[0]
+    if name == "mediapipe":
+        return MediapipeDetector(min_score)
+    if name == "haar":
+        return HaarDetector()
+    raise ValueError(f"unknown detector {name!r}")
+
+
+def scale_faces(faces: list[Face], factor: float) -> list[Face]:
+    def s(v: float) -> int:
+        return round(v * factor)
+
+    return [
+        Face(
+            s(f.x),
+            s(f.y),
+            s(f.w),
+            s(f.h),
+            f.score,
+            None if f.eyes is None else tuple((x * factor, y * factor) for x, y in f.eyes),  # type: ignore[arg-type]
+        )
+        for f in faces
+    ]
+
+
+def crop_face(gray: np.ndarray, face: Face, margin: float = 0.1, size: int = SIZE) -> np.ndarray:
+    """A square ``size`` crop around ``face`` with ``margin``, eyes levelled when known.
+
+    Borders are replicated when the square reaches past the frame so faces at the edge
+    keep their scale instead of being stretched.
+    """
+    cx, cy = face.x + face.w / 2, face.y + face.h / 2
+    side = max(face.w, face.h) * (1 + 2 * margin)
+    angle = 0.0
+    if face.eyes is not None:
+        (lx, ly), (rx, ry) = face.eyes
+        angle = math.degrees(math.atan2(ry - ly, rx - lx))
+    scale = size / side
+    m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
+    m[0, 2] += size / 2 - cx
+    m[1, 2] += size / 2 - cy
+    return cv2.warpAffine(gray, m, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+
+
+def crop_faces(gray: np.ndarray, faces: list[Face], margin: float = 0.1) -> np.ndarray:
+    if not faces:
+        return np.zeros((0, SIZE, SIZE), np.uint8)
+    return np.stack([crop_face(gray, f, margin) for f in faces])
+
+
+class FaceStage:
+    """Detect every ``detect_every`` frames on a downscaled frame; hold boxes in between."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        *,
+        detect_scale: float = 0.5,
+        detect_every: int = 1,
+        min_face: int = 40,
+        margin: float = 0.1,
+        max_faces: int = 8,
+    ) -> None:
+        self.detector = detector
+        self.detect_scale = detect_scale
+        self.detect_every = detect_every
+        self.min_face = min_face
+        self.margin = margin
+        self.max_faces = max_faces
+        self._frame = 0
+        self._held: list[Face] = []
+        self.detections = 0
+
+    def faces(self, gray: np.ndarray) -> tuple[list[Face], bool]:
+        """Boxes for this frame and whether the detector ran on it."""
+        ran = self._frame % self.detect_every == 0
+        self._frame += 1
+        if ran:
+            small = gray
+            if self.detect_scale < 1:
+                small = cv2.resize(gray, None, fx=self.detect_scale, fy=self.detect_scale, interpolation=cv2.INTER_AREA)
+            found = self.detector.detect(small, max(8, int(self.min_face * self.detect_scale)))
+            found = scale_faces(found, 1 / self.detect_scale) if self.detect_scale < 1 else found
+            found.sort(key=lambda f: f.w * f.h, reverse=True)
+            self._held = found[: self.max_faces]
+            self.detections += 1
+        return self._held, ran
+
+    def crops(self, gray: np.ndarray, faces: list[Face]) -> np.ndarray:
+        return crop_faces(gray, faces, self.margin)
+
+    def reset(self) -> None:
+        self._frame = 0
+        self._held = []

@@ -1,0 +1,262 @@
+"""Outputs: MQTT (paho-mqtt 2) and standard output, behind one small interface.
+
+Summaries never go to the broker directly: the service puts them in the store's outbox
+and :meth:`pump` sends the oldest ones, a few in flight at a time, deleting each only when
+the broker acknowledges it. Order is kept and nothing is lost within the outbox bound;
+paho re-sends in-flight messages itself after a reconnect, which can at worst repeat one
+(every summary carries a ``key`` for consumers to drop repeats).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import ssl
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Protocol
+
+from edgefer.config import MqttConfig
+from edgefer.discovery import parse_ha_status, topics
+from edgefer.store import Store
+
+log = logging.getLogger(__name__)
+
+# MQTT v5 reason codes that mean a second client with our id took the session over.
+SESSION_TAKEN_OVER = 142
+AUTH_CODES = {
+    134: "bad user name or password",
+    135: "not authorized",
+    4: "bad user name or password",
+    5: "not authorized",
+}
+
+
+class Output(Protocol):
+    def start(self) -> None: ...
+    def pump(self, store: Store) -> int: ...
+    def publish_live(self, topic: str, payload: dict | str, *, retain: bool = False) -> bool: ...
+    def take_ha_online(self) -> bool: ...
+    def status(self) -> dict[str, Any]: ...
+    def stop(self) -> None: ...
+
+
+def read_password(cfg: MqttConfig) -> str | None:
+    """The MQTT password from the systemd credential or a file; never from the config."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    candidates = [Path(creds) / cfg.password_credential] if creds and cfg.password_credential else []
+    if cfg.password_file:
+        candidates.append(Path(cfg.password_file))
+    for path in candidates:
+        try:
+            return path.read_text().strip() or None
+        except OSError:
+            continue
+    return None
+
+
+class StdoutOutput:
+    """JSON lines on standard output: the no-broker default and a pipe-friendly output."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stdout
+        self.sent = 0
+        self.last_publish: float | None = None
+
+    def start(self) -> None:
+        pass
+
+    def pump(self, store: Store) -> int:
+        items = store.pending(100)
+        for it in items:
+            self.stream.write(json.dumps({"topic": it.topic, "payload": json.loads(it.payload)}) + "\n")
+            store.delivered(it.key)
+        if items:
+            self.stream.flush()
+            self.sent += len(items)
+            self.last_publish = time.time()
+        return len(items)
+
+    def publish_live(self, topic: str, payload: dict | str, *, retain: bool = False) -> bool:
+        return True
+
+    def take_ha_online(self) -> bool:
+        return False
+
+    def status(self) -> dict[str, Any]:
+        return {"kind": "stdout", "connected": True, "delivered": self.sent, "last_publish": self.last_publish}
+
+    def stop(self) -> None:
+        self.stream.flush()
+
+
+class MqttOutput:
+    """paho-mqtt client with availability, an ordered outbox pump and HA status intake."""
+
+    def __init__(self, cfg: MqttConfig, device: str, *, ha_status_topic: str | None = None, inflight: int = 5) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.cfg = cfg
+        self.topics = topics(cfg.prefix, device)
+        self.ha_status_topic = ha_status_topic
+        self.inflight_max = inflight
+        self._lock = threading.Lock()
+        self._acked: deque[int] = deque()
+        self._inflight: dict[int, str] = {}
+        self._ha_online = False
+        self.connected = False
+        self.state = "connecting"
+        self.error: str | None = None
+        self.delivered = 0
+        self.connects = 0
+        self.takeovers = 0
+        self.last_publish: float | None = None
+        c = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            protocol=mqtt.MQTTv5,
+        )
+        c.reconnect_delay_set(1, 60)
+        c.max_inflight_messages_set(max(inflight, 20))
+        if cfg.username:
+            c.username_pw_set(cfg.username, read_password(cfg))
+        if cfg.tls:
+            c.tls_set(
+                ca_certs=cfg.ca_file or None,
+                certfile=cfg.cert_file or None,
+                keyfile=cfg.key_file or None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            c.tls_insecure_set(cfg.tls_insecure)
+        c.will_set(self.topics["available"], "offline", qos=1, retain=True)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_message = self._on_message
+        self.client = c
+
+    # -- callbacks (paho's network thread) ---------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            code = getattr(reason_code, "value", None)
+            self.state = "auth refused" if code in AUTH_CODES else "refused"
+            self.error = f"broker {self.cfg.host}:{self.cfg.port} refused the connection: {reason_code}"
+            log.error("%s; retrying with backoff", self.error)
+            return
+        self.connected = True
+        self.connects += 1
+        self.state = "connected"
+        self.error = None
+        log.info("connected to %s:%d as %s", self.cfg.host, self.cfg.port, self.cfg.client_id)
+        client.publish(self.topics["available"], "online", qos=1, retain=True)
+        if self.ha_status_topic:
+            client.subscribe(self.ha_status_topic, qos=1)
+        with self._lock:
+            self._ha_online = True  # (re)send discovery after every connect
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was = self.connected
+        self.connected = False
+        code = getattr(reason_code, "value", None)
+        if code == SESSION_TAKEN_OVER:
+            self.takeovers += 1
+            self.state = "conflict"
+            self.error = (
+                f"another client with id {self.cfg.client_id!r} took over the session "
+                f"({self.takeovers} times): two daemons share one device_id or client_id"
+            )
+            log.error(self.error)
+        elif was:
+            self.state = "disconnected"
+            self.error = f"lost connection to {self.cfg.host}:{self.cfg.port}: {reason_code}"
+            log.warning("%s; reconnecting", self.error)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            self._acked.append(mid)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        if msg.topic != self.ha_status_topic:
+            return
+        if parse_ha_status(msg.payload) == "online":
+            with self._lock:
+                self._ha_online = True
+
+    # -- main thread -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+        self.client.loop_start()
+
+    def take_ha_online(self) -> bool:
+        """True once per Home Assistant (re)start or broker connect: time to send discovery."""
+        with self._lock:
+            flag, self._ha_online = self._ha_online, False
+        return flag and self.connected
+
+    def pump(self, store: Store) -> int:
+        """Settle acknowledgements, then send the next queued summaries; returns how many went out."""
+        with self._lock:
+            acked = list(self._acked)
+            self._acked.clear()
+        for mid in acked:
+            key = self._inflight.pop(mid, None)
+            if key is not None:
+                store.delivered(key)
+                self.delivered += 1
+                self.last_publish = time.time()
+        if not self.connected or len(self._inflight) >= self.inflight_max:
+            return 0
+        busy = set(self._inflight.values())
+        sent = 0
+        for it in store.pending(self.inflight_max + len(busy)):
+            if it.key in busy:
+                continue
+            if len(self._inflight) >= self.inflight_max:
+                break
+            with self._lock:  # the ack may arrive before publish() returns
+                info = self.client.publish(it.topic, it.payload, qos=self.cfg.qos, retain=True)
+                if info.rc != 0:
+                    break
+                self._inflight[info.mid] = it.key
+            if self.cfg.qos == 0:
+                self._acked.append(info.mid)
+            sent += 1
+        return sent
+
+    def publish_live(self, topic: str, payload: dict | str, *, retain: bool = False) -> bool:
+        """Stats and discovery: sent now if connected, otherwise dropped (they are live)."""
+        if not self.connected:
+            return False
+        body = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+        return self.client.publish(topic, body, qos=1 if retain else 0, retain=retain).rc == 0
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "kind": "mqtt",
+            "broker": f"{self.cfg.host}:{self.cfg.port}",
+            "client_id": self.cfg.client_id,
+            "state": self.state,
+            "connected": self.connected,
+            "error": self.error,
+            "connects": self.connects,
+            "session_takeovers": self.takeovers,
+            "inflight": len(self._inflight),
+            "delivered": self.delivered,
+            "last_publish": self.last_publish,
+        }
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Publish 'offline' (retained) and disconnect cleanly, waiting briefly for the ack."""
+        if self.connected:
+            info = self.client.publish(self.topics["available"], "offline", qos=1, retain=True)
+            deadline = time.monotonic() + timeout
+            while not info.is_published() and time.monotonic() < deadline and self.connected:
+                time.sleep(0.02)
+        self.client.disconnect()
+        self.client.loop_stop()

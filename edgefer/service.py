@@ -1,0 +1,415 @@
+"""The service loop: thin wiring of source -> faces -> classifier -> mood -> output.
+
+All decisions live in the stages; this module only moves frames and results between
+them, keeps time, answers signals (SIGHUP reload, SIGTERM/SIGINT stop) and reports what
+it does (status file, sd_notify, stats topic). Frames and crops exist only as local
+variables of one loop iteration: nothing here writes, logs or publishes pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefer import LABELS, __version__
+from edgefer import config as configmod
+from edgefer.classifier import Classifier, ModelError, read_labels
+from edgefer.config import Config, ConfigError, parse_duration
+from edgefer.discovery import discovery_messages, topics
+from edgefer.faces import FaceStage, make_detector
+from edgefer.mood import MoodTracker, window_name
+from edgefer.publish import MqttOutput, Output, StdoutOutput
+from edgefer.sdnotify import Notifier
+from edgefer.sources import Feed, make_source
+from edgefer.store import Item, Store
+
+log = logging.getLogger("edgefer")
+PACKAGE_MODELS = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = "edgefer-int8.tflite"
+
+
+def model_search_path() -> list[Path]:
+    """Where the shipped models are: a source checkout, then the installed data files."""
+    return [PACKAGE_MODELS, Path(sys.prefix) / "share" / "edgefer" / "models", Path("/usr/share/edgefer/models")]
+
+
+def resolve_model(path: str) -> tuple[Path, Path]:
+    """(model, labels) paths; an empty model means the shipped default."""
+    if path:
+        model = Path(path)
+    else:
+        model = next((d / DEFAULT_MODEL for d in model_search_path() if (d / DEFAULT_MODEL).exists()), None)
+        if model is None:
+            raise ModelError(f"{DEFAULT_MODEL}: shipped model not found in {', '.join(map(str, model_search_path()))}")
+    return model, model.parent / "labels.txt"
+
+
+def build_classifier(cfg: Config) -> Classifier:
+    model, labels_path = resolve_model(cfg.classifier.model)
+    labels_file = Path(cfg.classifier.labels) if cfg.classifier.labels else labels_path
+    labels = read_labels(labels_file) if labels_file.exists() else LABELS
+    return Classifier(model, labels, threads=cfg.classifier.threads)
+
+
+class Ewma:
+    """Exponential moving average, the smoothing Frigate-style stats use."""
+
+    def __init__(self, alpha: float = 0.1) -> None:
+        self.alpha, self.value = alpha, None
+
+    def add(self, x: float) -> None:
+        self.value = x if self.value is None else self.value + self.alpha * (x - self.value)
+
+
+@dataclass
+class Counters:
+    frames: int = 0
+    faces: int = 0
+    classified: int = 0
+    bad_frames: int = 0
+    ms: dict[str, Ewma] = field(default_factory=lambda: {k: Ewma() for k in ("detect", "classify", "total")})
+
+
+class Clock:
+    """Wall-clock time that advances with the monotonic clock: windows keep their length
+    and order when NTP or an operator steps the system clock."""
+
+    def __init__(self) -> None:
+        self.wall0, self.mono0 = time.time(), time.monotonic()
+
+    def at(self, mono: float) -> float:
+        return self.wall0 + (mono - self.mono0)
+
+    def now(self) -> float:
+        return self.at(time.monotonic())
+
+
+def read_temperature() -> float | None:
+    try:
+        return round(int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000, 1)
+    except (OSError, ValueError):
+        return None
+
+
+class Service:
+    def __init__(self, cfg: Config, config_path: str | None = None, *, overrides: dict | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.overrides = overrides or {}
+        self.notifier = Notifier()
+        self.clock = Clock()
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self.last_reload: dict[str, Any] | None = None
+        self.counters = Counters()
+        self.exit_code = 0
+        self.state_dir = Path(cfg.state_dir)
+        self.store = Store(self.state_dir / "edgefer.db", queue_max=cfg.mqtt.queue_max)
+        self._build(cfg)
+
+    # -- construction and reload -----------------------------------------------------------
+
+    def _build(self, cfg: Config) -> None:
+        self.classifier = build_classifier(cfg)
+        self.faces = FaceStage(
+            make_detector(cfg.faces.detector, cfg.faces.min_score),
+            detect_scale=cfg.faces.detect_scale,
+            detect_every=cfg.faces.detect_every,
+            min_face=cfg.faces.min_face,
+            margin=cfg.faces.margin,
+            max_faces=cfg.faces.max_faces,
+        )
+        self.tracker = self._tracker(cfg)
+        self.output = self._output(cfg)
+        self.feed = self._feed(cfg)
+
+    def _tracker(self, cfg: Config) -> MoodTracker:
+        tracker = MoodTracker(
+            cfg.device_id,
+            cfg.mood.window_seconds,
+            parse_duration(cfg.mood.publish_every),
+            labels=self.classifier.labels,
+            min_confidence=cfg.classifier.min_confidence,
+        )
+        state = self.store.load_state()
+        if state and state.get("device") in (None, cfg.device_id):
+            tracker.restore(state)
+        tracker.start(self.clock.now())
+        return tracker
+
+    def _output(self, cfg: Config) -> Output:
+        if not cfg.mqtt.enabled:
+            return StdoutOutput()
+        ha = f"{cfg.homeassistant.prefix}/status" if cfg.homeassistant.enabled else None
+        return MqttOutput(cfg.mqtt, cfg.device_id, ha_status_topic=ha)
+
+    def _feed(self, cfg: Config) -> Feed:
+        s = cfg.source
+        return Feed(
+            lambda: make_source(s),
+            pace=s.pace,
+            loop=s.loop,
+            stall_seconds=s.stall_seconds,
+            retry_initial=s.retry_initial_seconds,
+            retry_max=s.retry_max_seconds,
+        )
+
+    def request_reload(self, *_: Any) -> None:
+        self._reload.set()
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def reload(self) -> bool:
+        """Apply a changed config file; a config or model that fails keeps the old one running."""
+        self.notifier.reloading()
+        try:
+            new = configmod.apply_overrides(configmod.load(self.config_path), self.overrides)
+            new_classifier = build_classifier(new)
+            detector = make_detector(new.faces.detector, new.faces.min_score)
+        except (ConfigError, ModelError, RuntimeError, ValueError, ImportError) as exc:
+            self.last_reload = {"ok": False, "at": time.time(), "error": str(exc)}
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            self.notifier.ready(f"reload refused: {exc}")
+            return False
+        old = self.cfg
+        self.persist()
+        self.classifier = new_classifier
+        self.faces = FaceStage(
+            detector,
+            detect_scale=new.faces.detect_scale,
+            detect_every=new.faces.detect_every,
+            min_face=new.faces.min_face,
+            margin=new.faces.margin,
+            max_faces=new.faces.max_faces,
+        )
+        self.cfg = new
+        if (old.mood, old.device_id, old.classifier.min_confidence) != (
+            new.mood,
+            new.device_id,
+            new.classifier.min_confidence,
+        ):
+            self.tracker = self._tracker(new)
+        if (old.mqtt, old.homeassistant, old.device_id) != (new.mqtt, new.homeassistant, new.device_id):
+            self.output.stop()
+            self.output = self._output(new)
+            self.output.start()
+        if old.source != new.source:
+            self.feed.stop()
+            self.feed = self._feed(new)
+            self.feed.start()
+        self.last_reload = {"ok": True, "at": time.time(), "error": None}
+        log.info("configuration reloaded from %s", self.config_path)
+        self.notifier.ready("reloaded")
+        return True
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def process(self, gray: np.ndarray, t_wall: float, allow_classify: bool) -> int:
+        """One frame through faces -> classifier -> mood; returns the faces classified."""
+        if gray.ndim != 2 or gray.dtype != np.uint8 or min(gray.shape) < 16:
+            self.counters.bad_frames += 1
+            return 0
+        t0 = time.perf_counter()
+        boxes, _ = self.faces.faces(gray)
+        t1 = time.perf_counter()
+        self.counters.ms["detect"].add((t1 - t0) * 1000)
+        probs = None
+        if boxes and allow_classify:
+            crops = self.faces.crops(gray, boxes)
+            probs = self.classifier.predict(crops)
+            del crops
+            self.counters.ms["classify"].add((time.perf_counter() - t1) * 1000)
+            self.counters.classified += len(boxes)
+        self.counters.faces += len(boxes)
+        self.tracker.add_frame(t_wall, probs)
+        self.counters.ms["total"].add((time.perf_counter() - t0) * 1000)
+        return 0 if probs is None else len(probs)
+
+    def emit(self, summaries: list) -> None:
+        if not summaries:
+            return
+        base = topics(self.cfg.mqtt.prefix, self.cfg.device_id)["mood"]
+        items, hist = [], []
+        for s in summaries:
+            body = json.dumps(s.payload, separators=(",", ":"))
+            items.append(Item(s.key, f"{base}/{s.payload['window']}", body))
+            hist.append((s.key, s.window_seconds, s.end, body))
+        self.store.enqueue(items, self.tracker_state(), hist if self.cfg.history.keep_days else None)
+
+    def tracker_state(self) -> dict:
+        return {**self.tracker.state(), "device": self.cfg.device_id}
+
+    def persist(self) -> None:
+        self.store.save_state(self.tracker_state())
+
+    def send_discovery(self) -> None:
+        cfg = self.cfg
+        msgs = discovery_messages(
+            device=cfg.device_id,
+            prefix=cfg.mqtt.prefix,
+            ha_prefix=cfg.homeassistant.prefix,
+            window=self.ha_window(),
+            stats_every=parse_duration(cfg.mqtt.stats_every),
+            publish_every=parse_duration(cfg.mood.publish_every),
+        )
+        for topic, payload in msgs:
+            self.output.publish_live(topic, payload if cfg.homeassistant.enabled else "", retain=True)
+
+    def ha_window(self) -> str:
+        secs = self.cfg.mood.window_seconds
+        return window_name(900 if 900 in secs else secs[0])
+
+    def stats(self, fps: float) -> dict:
+        import psutil
+
+        proc = psutil.Process()
+        c = self.counters
+        return {
+            "device": self.cfg.device_id,
+            "version": __version__,
+            "uptime": round(time.time() - self.started),
+            "fps": round(fps, 2),
+            "ms": {k: None if v.value is None else round(v.value, 2) for k, v in c.ms.items()},
+            "cpu_percent": proc.cpu_percent(None),
+            "rss_mb": round(proc.memory_info().rss / 2**20, 1),
+            "threads": proc.num_threads(),
+            "frames": c.frames,
+            "faces": c.faces,
+            "classified": c.classified,
+            "bad_frames": c.bad_frames,
+            "dropped_frames": self.feed.dropped,
+            "source": {
+                "name": self.feed.name,
+                "state": self.feed.state,
+                "error": self.feed.error,
+                "restarts": self.feed.restarts,
+            },
+            "detector": self.faces.detector.name,
+            "runtime": self.classifier.runtime,
+            "model": self.classifier.path.name,
+            "queue_depth": self.store.depth(),
+            "dropped_summaries": self.store.dropped,
+            "store_fault": self.store.fault,
+            "temperature_c": read_temperature(),
+        }
+
+    def write_status(self, stats: dict) -> None:
+        status = {
+            **stats,
+            "pid": os.getpid(),
+            "updated": time.time(),
+            "output": self.output.status(),
+            "last_reload": self.last_reload,
+            "config": self.config_path,
+        }
+        path = self.state_dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(status, indent=1))
+            tmp.replace(path)
+        except OSError as exc:
+            log.debug("status file not written: %s", exc)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGHUP, self.request_reload)
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        cfg = self.cfg
+        log.info(
+            "edgefer %s: device %s, source %s, detector %s, model %s (%s, %d threads)",
+            __version__,
+            cfg.device_id,
+            cfg.source.kind,
+            self.faces.detector.name,
+            self.classifier.path,
+            self.classifier.runtime,
+            self.classifier.threads,
+        )
+        self.output.start()
+        self.feed.start()
+        ready = False
+        last_persist = last_stats = last_status = time.monotonic()
+        window_frames, window_t0 = 0, time.monotonic()
+        last_classify = 0.0
+        fps = 0.0
+        stats: dict = {}
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+            cfg = self.cfg
+            frame = self.feed.get(timeout=0.25)
+            mono = time.monotonic()
+            if frame is not None:
+                gap = 1.0 / cfg.classifier.max_rate if cfg.classifier.max_rate else 0.0
+                allow = frame.t - last_classify >= gap
+                if self.process(frame.gray, self.clock.at(frame.t), allow) and allow:
+                    last_classify = frame.t
+                del frame
+                self.counters.frames += 1
+                window_frames += 1
+                self.notifier.watchdog()
+                if not ready:
+                    ready = True
+                    self.notifier.ready(f"running: {self.feed.name}")
+            elif self.feed.ended:
+                log.info("source %s ended", self.feed.name)
+                break
+            elif self.feed.state != "running":
+                self.notifier.watchdog()  # the source is being retried: alive, by design
+            now = self.clock.now()
+            self.emit(self.tracker.due(now))
+            if mono - last_persist >= parse_duration(cfg.mood.persist_every):
+                self.persist()
+                last_persist = mono
+            self.output.pump(self.store)
+            if self.output.take_ha_online():
+                self.send_discovery()
+            if mono - window_t0 >= 2.0:
+                fps = window_frames / (mono - window_t0)
+                window_frames, window_t0 = 0, mono
+            if mono - last_status >= 2.0:
+                stats = self.stats(fps)
+                self.write_status(stats)
+                self.notifier.status(
+                    f"{self.feed.state}: {fps:.1f} fps, {stats['ms']['total'] or 0:.1f} ms/frame, "
+                    f"queue {stats['queue_depth']}, {self.output.status().get('state', 'ok')}"
+                )
+                last_status = mono
+            if mono - last_stats >= parse_duration(cfg.mqtt.stats_every):
+                self.output.publish_live(topics(cfg.mqtt.prefix, cfg.device_id)["stats"], stats or self.stats(fps))
+                last_stats = mono
+                if cfg.history.keep_days:
+                    self.store.prune_history(cfg.history.keep_days * 86400)
+        return self.shutdown(finished=self.feed.ended)
+
+    def shutdown(self, *, finished: bool) -> int:
+        self.notifier.stopping()
+        self.feed.stop()
+        if finished:
+            self.emit(self.tracker.final(self.clock.now()))
+        self.persist()
+        deadline = time.monotonic() + (15.0 if finished else 5.0)
+        while self.store.depth() and time.monotonic() < deadline:
+            self.output.pump(self.store)
+            time.sleep(0.05)
+        left = self.store.depth()
+        if left:
+            log.warning("%d summaries still queued; they are sent at the next start", left)
+        self.write_status({**self.stats(0.0), "state": "stopped"})
+        self.output.stop()
+        self.store.close()
+        log.info("stopped")
+        return self.exit_code

@@ -1,0 +1,81 @@
+"""``edgefer-train``: centralized or federated training, export and model card figures."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import fields
+
+from edgefer.train.trainer import Recipe
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgefer-train", description=__doc__)
+    p.add_argument("--arch", choices=("paper", "edgefer"), default="edgefer")
+    p.add_argument("--data-dir", help="folder holding train/ and test/, or fer2013.csv")
+    p.add_argument("--out", help="run folder for checkpoints and figures (default runs/<arch>)")
+    p.add_argument("--export-to", help="folder for the two .tflite files (default: the run folder)")
+    p.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all cores)")
+    defaults = Recipe()
+    for f in fields(Recipe):
+        if f.name == "arch":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            p.add_argument(flag, type=float if isinstance(default, float) else int, default=default)
+    fed = p.add_argument_group("federated training with Flower (docs/federated.md)")
+    fed.add_argument("--federated", action="store_true", help="simulate a FedAvg federation on this machine")
+    fed.add_argument("--clients", type=int, default=3, help="number of clients (default %(default)s)")
+    fed.add_argument("--rounds", type=int, default=10, help="FedAvg rounds (default %(default)s)")
+    fed.add_argument("--local-epochs", type=int, default=3, help="epochs per client per round (default %(default)s)")
+    fed.add_argument("--partition", choices=("iid", "dirichlet"), default="iid", help="how FER2013 train is shared")
+    fed.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew, smaller is more skewed")
+    fed.add_argument("--dp", choices=("none", "central"), default="none",
+                     help="central: clients clip their update, the server adds Gaussian noise")
+    fed.add_argument("--dp-noise", type=float, default=0.1, help="DP noise multiplier (default %(default)s)")
+    fed.add_argument("--dp-clip", type=float, default=5.0, help="DP L2 bound of a client update (default %(default)s)")
+    fed.add_argument("--flower-app", metavar="DIR", help="write a Flower App for a SuperLink deployment and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+    except ImportError:
+        print("edgefer-train needs the train extra: pip install 'edgefer[train]'", file=sys.stderr)
+        return 2
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    from edgefer.train.trainer import train
+
+    recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
+    if args.federated or args.flower_app:
+        from edgefer.train import federated
+
+        cfg = federated.FedConfig(clients=args.clients, rounds=args.rounds, local_epochs=args.local_epochs,
+                                  partition=args.partition, alpha=args.alpha, dp=args.dp, dp_noise=args.dp_noise,
+                                  dp_clip=args.dp_clip, threads=args.threads or 1)
+        out = args.out or f"runs/{recipe.arch}-federated"
+        if args.flower_app:
+            path = federated.write_app(args.flower_app, recipe, cfg, data_dir=args.data_dir, out=out,
+                                       export_to=args.export_to)
+            _log(f"wrote {path}")
+        else:
+            federated.run(recipe, cfg, args.data_dir, out, log=_log, export_to=args.export_to)
+        return 0
+    train(recipe, args.data_dir, args.out or f"runs/{recipe.arch}", log=_log, export_to=args.export_to)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

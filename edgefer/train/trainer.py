@@ -1,0 +1,216 @@
+"""Centralized training on FER2013 train, resumable, with a held-out validation part.
+
+The recipe (documented with what each part bought in models/README.md): pixel/255 input,
+horizontal flips and small affine warps, AdamW with a one-cycle schedule (linear warm-up,
+cosine decay), label smoothing, and flip-averaged evaluation. Every epoch writes a full
+checkpoint (weights and optimizer state) so a stopped run resumes where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgefer import LABELS
+from edgefer.datasets import load_fer2013, stratified_split
+from edgefer.metrics import summary
+
+
+@dataclass
+class Recipe:
+    arch: str = "edgefer"
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    warmup_fraction: float = 0.15
+    label_smoothing: float = 0.1
+    rotation_deg: float = 10.0
+    shift: float = 0.08
+    zoom: float = 0.10
+    flip: bool = True
+    val_fraction: float = 0.1
+    patience: int = 15
+    seed: int = 1234
+    limit_per_class: int | None = None
+
+
+def _augmenter(r: Recipe):
+    import keras
+    from keras import layers
+
+    parts = [layers.RandomFlip("horizontal", seed=r.seed)] if r.flip else []
+    if r.rotation_deg:
+        parts.append(layers.RandomRotation(r.rotation_deg / 360.0, fill_mode="reflect", seed=r.seed))
+    if r.zoom:
+        parts.append(layers.RandomZoom(r.zoom, fill_mode="reflect", seed=r.seed))
+    if r.shift:
+        parts.append(layers.RandomTranslation(r.shift, r.shift, fill_mode="reflect", seed=r.seed))
+    return keras.Sequential(parts, name="augment")
+
+
+def make_dataset(images: np.ndarray, onehot: np.ndarray, r: Recipe, *, train: bool):
+    import tensorflow as tf
+
+    x = images.astype(np.float32)[..., None] / 255.0
+    ds = tf.data.Dataset.from_tensor_slices((x, onehot))
+    if train:
+        ds = ds.shuffle(len(x), seed=r.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(r.batch_size)
+    if train:
+        aug = _augmenter(r)
+        ds = ds.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def predict_probs(model, images: np.ndarray, *, flip_average: bool = False, batch: int = 256) -> np.ndarray:
+    """Softmax outputs for uint8 faces; optionally averaged with the mirrored face."""
+    x = images.astype(np.float32)[..., None] / 255.0
+    p = model.predict(x, batch_size=batch, verbose=0)
+    if flip_average:
+        p = (p + model.predict(x[:, :, ::-1], batch_size=batch, verbose=0)) / 2
+    return p
+
+
+class _Progress:
+    """Per-epoch line with elapsed time and ETA, flushed so a log file shows it live."""
+
+    def __init__(self, total: int, log) -> None:
+        self.total, self.log, self.t0 = total, log, time.monotonic()
+        self.first_epoch: int | None = None
+
+    def make(self):
+        import keras
+
+        outer = self
+
+        class Cb(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if outer.first_epoch is None:
+                    outer.first_epoch = epoch
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                done = epoch + 1 - (outer.first_epoch or 0)
+                per = (time.monotonic() - outer.t0) / max(done, 1)
+                eta = per * (outer.total - epoch - 1)
+                outer.log(
+                    f"epoch {epoch + 1}/{outer.total} loss {logs.get('loss', 0):.4f} "
+                    f"acc {logs.get('accuracy', 0):.4f} val_loss {logs.get('val_loss', 0):.4f} "
+                    f"val_acc {logs.get('val_accuracy', 0):.4f} ({per:.0f} s/epoch, ETA {eta / 60:.0f} min)"
+                )
+
+        return Cb()
+
+
+def train(
+    recipe: Recipe, data_dir: str | None, out_dir: str | Path, log=print, export_to: str | Path | None = None
+) -> dict:
+    """Train (or resume) into ``out_dir``; returns the final report dict."""
+    import keras
+
+    from edgefer.train import export, plots
+    from edgefer.train.models import build, count_flops
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt, state_path, best_path = out / "last.keras", out / "state.json", out / "best.weights.h5"
+    keras.utils.set_random_seed(recipe.seed)
+
+    full = load_fer2013(data_dir, "train", limit_per_class=recipe.limit_per_class)
+    keep, held = stratified_split(full.labels, recipe.val_fraction, recipe.seed)
+    tr, va = full.subset(keep), full.subset(held)
+    log(f"train {len(tr)} images {tr.class_counts()}, validation {len(va)}")
+    onehot = np.eye(len(LABELS), dtype=np.float32)
+    ds_tr = make_dataset(tr.images, onehot[tr.labels], recipe, train=True)
+    ds_va = make_dataset(va.images, onehot[va.labels], recipe, train=False)
+    steps = int(np.ceil(len(tr) / recipe.batch_size)) * recipe.epochs
+
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    if state and state.get("recipe") != asdict(recipe):
+        raise SystemExit(f"{state_path}: checkpoint was made with another recipe; use a fresh --out")
+    if ckpt.exists() and state:
+        model = keras.models.load_model(ckpt)
+        log(f"resuming from {ckpt} after epoch {state['epoch']}")
+    else:
+        model = build(recipe.arch)
+        warm = int(steps * recipe.warmup_fraction)
+        sched = keras.optimizers.schedules.CosineDecay(
+            recipe.lr / 25, steps - warm, alpha=1e-3, warmup_target=recipe.lr, warmup_steps=warm
+        )
+        model.compile(
+            optimizer=keras.optimizers.AdamW(sched, weight_decay=recipe.weight_decay),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+            metrics=["accuracy"],
+        )
+        state = {"recipe": asdict(recipe), "epoch": 0, "history": {}, "best_val": -1.0, "best_epoch": 0}
+    log(f"{recipe.arch}: {model.count_params():,} parameters, {count_flops(model) / 1e6:.1f} MFLOPs")
+
+    class Keep(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            for k, v in logs.items():
+                state["history"].setdefault(k, []).append(float(v))
+            state["epoch"] = epoch + 1
+            if logs.get("val_accuracy", 0) > state["best_val"]:
+                state["best_val"], state["best_epoch"] = float(logs["val_accuracy"]), epoch + 1
+                self.model.save_weights(best_path)
+            self.model.save(ckpt)
+            state_path.write_text(json.dumps(state, indent=1))
+            if epoch + 1 - state["best_epoch"] >= recipe.patience:
+                log(f"early stop: no validation gain for {recipe.patience} epochs")
+                self.model.stop_training = True
+
+    if state["epoch"] < recipe.epochs and state["epoch"] - state["best_epoch"] < recipe.patience:
+        model.fit(
+            ds_tr,
+            validation_data=ds_va,
+            epochs=recipe.epochs,
+            initial_epoch=state["epoch"],
+            verbose=0,
+            callbacks=[Keep(), _Progress(recipe.epochs, log).make()],
+        )
+    model.load_weights(best_path)
+    model.save(out / "best.keras", include_optimizer=False)
+
+    report: dict = {
+        "arch": recipe.arch,
+        "params": model.count_params(),
+        "flops": count_flops(model),
+        "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"],
+        "recipe": asdict(recipe),
+    }
+    report["validation"] = summary(va.labels, predict_probs(model, va.images).argmax(1), LABELS)
+    plots.curves_png(state["history"], out / "curves.png", f"{recipe.arch}: training curves")
+    try:
+        test = load_fer2013(data_dir, "test")
+    except Exception as exc:  # a train-only copy is fine; the test figure is then absent
+        log(f"no test split: {exc}")
+    else:
+        for flip in (False, True):
+            res = summary(test.labels, predict_probs(model, test.images, flip_average=flip).argmax(1), LABELS)
+            report["keras_test_flip" if flip else "keras_test"] = res
+        plots.confusion_png(
+            np.array(report["keras_test"]["confusion"]),
+            LABELS,
+            out / "confusion.png",
+            f"{recipe.arch} (Keras) on FER2013 PublicTest, acc {report['keras_test']['accuracy']:.3f}",
+        )
+        log(
+            f"FER2013 PublicTest accuracy {report['keras_test']['accuracy']:.4f} "
+            f"(flip-averaged {report['keras_test_flip']['accuracy']:.4f})"
+        )
+    dest = Path(export_to) if export_to else out
+    calib = export.calibration_sample(tr.images, tr.labels)
+    report["files"] = {
+        "float32": str(export.to_tflite(model, dest / f"{recipe.arch}-float32.tflite")),
+        "int8": str(export.to_tflite(model, dest / f"{recipe.arch}-int8.tflite", int8=True, calibration=calib)),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    log(f"exported {report['files']}")
+    return report

@@ -1,0 +1,289 @@
+"""Grad-CAM++ and the perturbation metrics of edgefer-explain.
+
+Every metric is checked against a value worked out by hand on 2x2 "images" with a linear
+model written in numpy; Grad-CAM++ against a hand-worked 2x2 example and against a toy
+network whose salient regions are known by construction; the command end to end on a few
+real FER2013 PublicTest faces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from edgefer import LABELS
+from edgefer.train import explain as ex
+
+# ---------------------------------------------------------------------------------------------
+# Metrics on a hand-written model
+# ---------------------------------------------------------------------------------------------
+
+# s = 0.5*x00 + 0.3*x01 + 0.2*x10 + 0*x11; probabilities (1 - s, s).
+WEIGHTS = np.array([[0.5, 0.3], [0.2, 0.0]])
+
+
+def linear_model(images: np.ndarray) -> np.ndarray:
+    s = (np.asarray(images, dtype=np.float64) * WEIGHTS).sum(axis=(1, 2))
+    return np.stack([1.0 - s, s], axis=1)
+
+
+# Image 1: s = 0.4 + 0.12 + 0.04 = 0.56, label 1, saliency order 00, 01, 10, 11.
+# Image 2: s = 0.3 + 0.1 = 0.4 (p0 = 0.6), label 0, saliency order 10, 11, 01, 00.
+IMAGES = np.array([[[0.8, 0.4], [0.2, 0.6]], [[0.0, 1.0], [0.5, 0.2]]], dtype=np.float32)
+SALIENCY = np.array([[[1.0, 0.5], [0.25, 0.0]], [[0.0, 0.2], [0.9, 0.6]]], dtype=np.float32)
+LABELS_2 = np.array([1, 0])
+
+
+def test_insertion_and_deletion_curves_by_hand():
+    ins = ex.insertion_curves(linear_model, IMAGES, SALIENCY, LABELS_2, steps=4)
+    dele = ex.deletion_curves(linear_model, IMAGES, SALIENCY, LABELS_2, steps=4)
+    # Image 1 reveals x00 (+0.4), x01 (+0.12), x10 (+0.04), x11 (+0).
+    np.testing.assert_allclose(ins[0], [0.0, 0.4, 0.52, 0.56, 0.56], atol=1e-6)
+    np.testing.assert_allclose(dele[0], [0.56, 0.16, 0.04, 0.0, 0.0], atol=1e-6)
+    # Image 2 scores class 0 = 1 - s: reveals x10 (s 0.1), x11, x01 (s 0.4), x00.
+    np.testing.assert_allclose(ins[1], [1.0, 0.9, 0.9, 0.6, 0.6], atol=1e-6)
+    np.testing.assert_allclose(dele[1], [0.6, 0.7, 0.7, 1.0, 1.0], atol=1e-6)
+    # Trapezoids of width 1/4: 0.25 * (0.2 + 0.46 + 0.54 + 0.56) = 0.44, and so on.
+    np.testing.assert_allclose(ex.curve_auc(ins), [0.44, 0.8], atol=1e-6)
+    np.testing.assert_allclose(ex.curve_auc(dele), [0.12, 0.8], atol=1e-6)
+
+
+def test_masking_metrics_by_hand():
+    assert ex.active_pixel_ratio(SALIENCY, 0.5).tolist() == [0.5, 0.5]
+    removed = ex.remove_salient(IMAGES, SALIENCY, 0.5)
+    np.testing.assert_allclose(removed, [[[0, 0], [0.2, 0.6]], [[0, 1], [0, 0]]])
+    kept = ex.keep_salient(IMAGES, SALIENCY, 0.5)  # rest on the image mean: 0.5 and 0.425
+    np.testing.assert_allclose(kept, [[[0.8, 0.4], [0.5, 0.5]], [[0.425, 0.425], [0.5, 0.2]]], atol=1e-6)
+
+    full, rem, kep = linear_model(IMAGES), linear_model(removed), linear_model(kept)
+    y, r, o = full[[0, 1], LABELS_2], rem[[0, 1], LABELS_2], kep[[0, 1], LABELS_2]
+    np.testing.assert_allclose(y, [0.56, 0.6])
+    np.testing.assert_allclose(r, [0.04, 0.7])  # image 2 gains confidence without its region
+    np.testing.assert_allclose(o, [0.62, 0.56])
+    # AD: image 1 drops (0.56 - 0.04) / 0.56; image 2 rises, clipped to 0 (unclipped -0.1 / 0.6).
+    assert ex.average_drop(y, r) == pytest.approx((0.52 / 0.56 + 0.0) / 2)
+    assert ex.average_drop(y, r, clip=False) == pytest.approx((0.52 / 0.56 - 0.1 / 0.6) / 2)
+    assert ex.increase_in_confidence(y, o) == pytest.approx(0.5)  # only image 1: 0.62 > 0.56
+    # Both right on the full image; image 1 turns to class 0 (p 0.96) once masked.
+    pred_full, pred_rem = full.argmax(1), rem.argmax(1)
+    assert pred_full.tolist() == [1, 0] and pred_rem.tolist() == [0, 0]
+    assert ex.average_drop_in_accuracy(LABELS_2, pred_full, pred_rem) == pytest.approx(0.5)
+
+
+def test_evaluate_maps_matches_the_hand_values():
+    raw = ex.evaluate_maps(linear_model, IMAGES, SALIENCY, LABELS_2, steps=4, threshold=0.5, chunk=1)
+    np.testing.assert_allclose(raw["iauc"], [0.44, 0.8], atol=1e-6)
+    np.testing.assert_allclose(raw["dauc"], [0.12, 0.8], atol=1e-6)
+    s = ex.summarise(raw, LABELS_2)
+    assert s["n"] == 2
+    assert s["IAUC"] == pytest.approx(0.62)
+    assert s["DAUC"] == pytest.approx(0.46)
+    assert s["AD"] == pytest.approx(0.52 / 0.56 / 2)
+    assert s["IC"] == pytest.approx(0.5)
+    assert s["ADA"] == pytest.approx(0.5)
+    assert s["active_pixels"] == pytest.approx(0.5)
+    assert s["accuracy"] == pytest.approx(1.0)
+    assert s["masked_accuracy"] == pytest.approx(0.5)
+    one = ex.summarise(raw, LABELS_2, np.array([1]))
+    assert one["IAUC"] == pytest.approx(0.8) and one["ADA"] == 0.0
+
+
+def test_ada_counts_recovered_images_against_the_score():
+    # Wrong before, right after masking: the paper's formula gives -1 for that image.
+    assert ex.average_drop_in_accuracy(np.array([0, 1]), np.array([1, 1]), np.array([0, 1])) == pytest.approx(-0.5)
+
+
+def test_ranks_steps_and_normalisation():
+    ranks = ex.saliency_ranks(np.array([[[0.5, 0.5], [1.0, 0.0]]]))
+    assert ranks.tolist() == [[1, 2, 0, 3]]  # ties keep raster order
+    assert ex.step_counts(48 * 48, 16).tolist() == list(range(0, 2305, 144))
+    m = ex.normalise_maps(np.array([[[2.0, 4.0], [3.0, 6.0]], [[5.0, 5.0], [5.0, 5.0]]]))
+    np.testing.assert_allclose(m[0], [[0.0, 0.5], [0.25, 1.0]])
+    assert not m[1].any()
+    r = ex.random_maps(2, (48, 48), 0, grid=(6, 6))
+    assert r.shape == (2, 48, 48) and r.min() == 0.0 and r.max() == 1.0
+    assert np.abs(np.diff(r, axis=2)).max() < 0.2  # smooth blobs, not pixel noise
+    c = ex.centre_maps(1, (48, 48))[0]
+    assert c.max() == pytest.approx(1.0) and c[23:25, 23:25].min() > 0.99 and c[0, 0] < 0.01
+
+
+def test_area_matched_baselines_keep_the_pixel_order():
+    maps = np.concatenate([ex.random_maps(3, (48, 48), 7), ex.centre_maps(1, (48, 48)), np.zeros((1, 48, 48))])
+    ratios = np.array([0.1, 0.0, 1.0, 0.25, 0.3])
+    matched = ex.match_active_ratio(maps, ratios, 0.5)
+    np.testing.assert_allclose(ex.active_pixel_ratio(matched, 0.5), np.round(ratios * 2304) / 2304)
+    np.testing.assert_array_equal(ex.saliency_ranks(matched), ex.saliency_ranks(maps))
+    assert matched.min() > 0.0 and matched.max() <= 1.0
+    # Same order, so the same curves: only the masking metrics change.
+    f, t = linear_model, np.zeros(5, np.int64)
+    small = maps[:, :2, :2]
+    np.testing.assert_allclose(
+        ex.deletion_curves(f, np.ones((5, 2, 2)), small, t, 4),
+        ex.deletion_curves(f, np.ones((5, 2, 2)), ex.match_active_ratio(small, ratios), t, 4),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Grad-CAM++
+# ---------------------------------------------------------------------------------------------
+
+
+def test_gradcampp_formula_by_hand():
+    # Channel 0: sum(A) = 4; g = 0.5 gives alpha = 0.25 / (0.5 + 4 * 0.125) = 0.25; g = -0.25 gives
+    # alpha = 0.0625 / (0.125 - 0.0625) = 1 but relu(g) = 0, so w0 = 3 * 0.25 * 0.5 = 0.375.
+    # Channel 1: sum(A) = 1, g = 1: alpha = 1 / 3, w1 = 4 / 3.
+    a = np.zeros((1, 2, 2, 2), np.float32)
+    g = np.zeros((1, 2, 2, 2), np.float32)
+    a[0, :, :, 0], g[0, :, :, 0] = [[1, 2], [0, 1]], [[0.5, 0.5], [0.5, -0.25]]
+    a[0, :, :, 1], g[0, :, :, 1] = [[1, 0], [0, 0]], 1.0
+    cam = np.asarray(ex.gradcampp_map(a, g))[0]
+    np.testing.assert_allclose(cam, [[0.375 + 4 / 3, 0.75], [0.0, 0.375]], rtol=1e-5)
+    # A channel that argues against the class gets no weight; the map never goes negative.
+    assert not np.asarray(ex.gradcampp_map(a, -np.abs(g))).any()
+
+
+@pytest.fixture(scope="module")
+def keras_mod():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return pytest.importorskip("keras")
+
+
+def toy_model(keras):
+    """Channel 0 fires on bright pixels, channel 1 on dark ones; class 1 = mean of channel 0,
+    class 0 = mean of channel 1 (global pooling, as in Grad-CAM's derivation)."""
+    from keras import layers
+
+    inp = keras.Input((16, 16, 1))
+    conv = layers.Conv2D(2, 3, padding="same", name="fb1_conv")
+    x = layers.Activation("relu", name="fb1_relu")(conv(inp))
+    x = layers.GlobalAveragePooling2D()(x)
+    dense = layers.Dense(2, activation="softmax", name="emotion")
+    out = dense(x)
+    kernel = np.zeros((3, 3, 1, 2), np.float32)
+    kernel[1, 1, 0] = [2.0, -2.0]
+    conv.set_weights([kernel, np.array([-1.0, 1.0], np.float32)])
+    dense.set_weights([np.array([[0.0, 40.0], [40.0, 0.0]], np.float32), np.zeros(2, np.float32)])
+    return keras.Model(inp, out)
+
+
+def test_gradcampp_finds_the_region_that_drives_each_class(keras_mod):
+    rng = np.random.default_rng(0)
+    img = 0.5 + rng.uniform(-0.02, 0.02, (16, 16)).astype(np.float32)  # faint noise fires both channels a little
+    img[2:6, 2:6] = 1.0  # bright patch, top-left: evidence for class 1
+    img[10:14, 9:13] = 0.0  # dark patch, bottom-right: evidence for class 0
+    model = toy_model(keras_mod)
+    cam = ex.GradCamPlusPlus(model, [ex.resolve_layer(model, "fb1")])
+    assert cam.layer_names == ["fb1_relu"]
+    maps = cam(np.stack([img, img]), np.array([1, 0]))["fb1_relu"]
+    assert maps.shape == (2, 16, 16) and maps.min() >= 0.0 and maps.max() == pytest.approx(1.0)
+    top_left, bottom_right = (slice(0, 8), slice(0, 8)), (slice(8, 16), slice(8, 16))
+    assert maps[0][top_left].sum() / maps[0].sum() > 0.8
+    assert maps[1][bottom_right].sum() / maps[1].sum() > 0.8
+    assert np.unravel_index(maps[0].argmax(), (16, 16)) in {(r, c) for r in range(2, 6) for c in range(2, 6)}
+    # The metrics agree: deleting the class-1 map's pixels first hurts more than random order.
+    f = ex.keras_prob_fn(model)
+    x = np.stack([img])
+    dauc = ex.curve_auc(ex.deletion_curves(f, x, maps[:1], np.array([1]), steps=16, baseline=0.5))
+    dauc_rand = ex.curve_auc(ex.deletion_curves(f, x, ex.random_maps(1, (16, 16), 1), np.array([1]), 16, 0.5))
+    assert dauc[0] < dauc_rand[0]
+
+
+def test_resolve_layer_prefers_relu_then_conv(keras_mod):
+    from keras import layers
+
+    inp = keras_mod.Input((8, 8, 1))
+    x = layers.Conv2D(2, 3, name="fb1_conv")(inp)
+    x = layers.Activation("relu", name="fb1_relu")(x)
+    x = layers.Conv2D(2, 3, name="fb2_conv")(x)
+    model = keras_mod.Model(inp, x)
+    assert ex.resolve_layer(model, "fb1") == "fb1_relu"
+    assert ex.resolve_layer(model, "fb2") == "fb2_conv"
+    with pytest.raises(ValueError, match="fb3"):
+        ex.resolve_layer(model, "fb3")
+
+
+# ---------------------------------------------------------------------------------------------
+# The command, end to end on real faces
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_model(keras_mod, tmp_path_factory):
+    from edgefer.train.models import edgefer_cnn
+
+    model = edgefer_cnn(width=8)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    model.save(path)
+    return path
+
+
+def test_cli_end_to_end(keras_mod, small_model, fer2013, tmp_path, capsys):
+    out = tmp_path / "explain"
+    argv = ["--model", str(small_model), "--data-dir", str(fer2013), "--out", str(out)]
+    quick = ["--limit-per-class", "3", "--baseline-limit-per-class", "2", "--steps", "4", "--overlays", "3"]
+    rc = ex.main([*argv, *quick, "--seed", "1"])
+    assert rc == 0
+    table = (out / "table.md").read_text()
+    for heading in ("IAUC ↑", "DAUC ↓", "AD ↑", "IC ↑", "ADA ↑", "Active pixels ↓", "Literature range"):
+        assert heading in table
+    for name in ("Angry", "Happy", "Sad", "Neutral", "FB1", "FB2", "FB3", "random", "centre", "0.195–0.598"):
+        assert name in table
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["dataset"]["n"] == 12 and report["dataset"]["counts"] == dict.fromkeys(LABELS, 3)
+    assert report["layers"] == {"fb1": "fb1_relu", "fb2": "fb2_relu", "fb3": "fb3_relu"}
+    assert set(report["results"]) == {"gradcam++/fb1", "gradcam++/fb2", "gradcam++/fb3", "random", "centre"}
+    for method, res in report["results"].items():
+        per_class = 2 if method in ("random", "centre") else 3
+        assert res["all"]["n"] == 4 * per_class and all(res[name]["n"] == per_class for name in LABELS)
+        for key in ("IAUC", "DAUC", "AD", "IC", "active_pixels"):
+            assert 0.0 <= res["all"][key] <= 1.0
+        assert len(res["curves"]["all"]["insertion"]) == 5
+    # The baseline comparison puts every map on the same 8 images.
+    comp = report["comparison"]
+    assert comp["n"] == 8 and set(comp["results"]) == set(report["results"])
+    assert all(r["all"]["n"] == 8 for r in comp["results"].values())
+    assert "Against baseline saliency maps (8 images" in table
+    assert report["settings"]["baselines_area_matched_to"] == "fb3"
+    assert sum(report["settings"]["baseline_image_probs"].values()) == pytest.approx(1.0, abs=1e-4)
+    # Area matching: the baselines' important regions are as large as Grad-CAM++ FB3's.
+    fb3_area = comp["results"]["gradcam++/fb3"]["all"]["active_pixels"]
+    assert comp["results"]["random"]["all"]["active_pixels"] == pytest.approx(fb3_area, abs=1e-3)
+    # The curves end on the full image: its mean probability of the true emotion, per emotion.
+    from edgefer.datasets import load_fer2013
+
+    data = load_fer2013(fer2013, "test")
+    data = data.subset(ex.stratified_sample(data.labels, 3, 1))
+    probs = ex.keras_prob_fn(keras_mod.models.load_model(small_model))(data.images / 255.0)
+    for i, name in enumerate(LABELS):
+        curves = report["results"]["gradcam++/fb2"]["curves"][name]
+        expected = probs[data.labels == i, i].mean()
+        assert curves["insertion"][-1] == pytest.approx(expected, abs=1e-5)
+        assert curves["deletion"][0] == pytest.approx(expected, abs=1e-5)
+    pngs = sorted(p.name for p in (out / "overlays").glob("*.png"))
+    assert pngs == sorted(f"{b}_{e}.png" for b in ("fb1", "fb2", "fb3") for e in LABELS)
+    assert (out / "curves.png").stat().st_size > 1000
+    assert all((out / p).stat().st_size > 1000 for p in report["figures"])
+    assert "Grad-CAM++ at FB3" in capsys.readouterr().out
+
+
+def test_cli_refuses_bad_input(small_model, fer2013, tmp_path, capsys):
+    base = ["--data-dir", str(fer2013), "--out", str(tmp_path / "x")]
+    assert ex.main(["--model", str(tmp_path / "missing.keras"), *base]) == 2
+    assert "no such model file" in capsys.readouterr().err
+    assert ex.main(["--model", str(small_model), *base, "--blocks", "fb1,fb9"]) == 2
+    assert "fb9" in capsys.readouterr().err
+    assert ex.main(["--model", str(small_model), "--data-dir", str(tmp_path), "--out", str(tmp_path / "y")]) == 2
+    assert "FER2013 not found" in capsys.readouterr().err
+
+
+def test_cli_predicted_target_without_baselines(small_model, fer2013, tmp_path):
+    out = tmp_path / "explain"
+    argv = ["--model", str(small_model), "--data-dir", str(fer2013), "--out", str(out), "--limit-per-class", "1"]
+    assert ex.main([*argv, "--steps", "2", "--blocks", "fb3", "--target", "predicted", "--no-baselines"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert set(report["results"]) == {"gradcam++/fb3"} and report["settings"]["target"] == "predicted"
+    assert "Against baseline" not in (out / "table.md").read_text()
+    assert sorted(p.name for p in (out / "overlays").glob("*.png")) == sorted(f"fb3_{e}.png" for e in LABELS)

@@ -1,0 +1,245 @@
+"""Federated training: the partitioners, the settings plumbing, and real Flower rounds.
+
+The end-to-end test runs two simulated Flower clients on a few hundred FER2013 faces and
+recomputes FedAvg by hand from the weights the clients actually returned, so a change in
+Flower's aggregation (or in how edgefer reports example counts) cannot pass unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgefer.train import partition as part
+
+
+def _labels(n: int = 4000, seed: int = 0) -> np.ndarray:
+    # FER2013-like imbalance over the four classes.
+    return np.random.default_rng(seed).choice(4, size=n, p=[0.25, 0.45, 0.15, 0.15])
+
+
+def _assert_exact_cover(parts: list[np.ndarray], n: int) -> None:
+    every = np.concatenate(parts)
+    assert len(every) == n, "an index is missing or used twice"
+    assert np.array_equal(np.sort(every), np.arange(n))
+
+
+@pytest.mark.parametrize("n,clients", [(1003, 4), (10, 3), (7, 7)])
+def test_iid_sizes_differ_by_at_most_one_and_cover_everything(n: int, clients: int) -> None:
+    parts = part.iid(n, clients, seed=3)
+    sizes = [len(p) for p in parts]
+    assert len(parts) == clients
+    assert max(sizes) - min(sizes) <= 1
+    _assert_exact_cover(parts, n)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.5, 5.0])
+def test_dirichlet_uses_every_index_once_and_leaves_no_client_empty(alpha: float) -> None:
+    labels = _labels()
+    parts = part.dirichlet(labels, 6, alpha, seed=11)
+    _assert_exact_cover(parts, len(labels))
+    assert min(len(p) for p in parts) >= 1
+
+
+def test_dirichlet_skews_labels_and_alpha_controls_how_much() -> None:
+    labels = _labels()
+    skew = {a: part.label_skew(labels, part.dirichlet(labels, 3, a, seed=5), 4) for a in (0.1, 1.0, 1000.0)}
+    iid = part.label_skew(labels, part.iid(len(labels), 3, seed=5), 4)
+    assert iid < 0.05
+    assert skew[0.1] > 0.3, skew
+    assert skew[0.1] > skew[1.0] > skew[1000.0]
+    assert skew[1000.0] < 0.05
+    # Under strong skew some client's dominant class differs from the overall majority (happy).
+    mixes = [np.bincount(labels[p], minlength=4) / len(p) for p in part.dirichlet(labels, 3, 0.1, seed=5)]
+    assert any(int(np.argmax(m)) != 1 for m in mixes)
+
+
+@pytest.mark.parametrize("scheme", part.SCHEMES)
+def test_partitions_are_reproducible_by_seed(scheme: str) -> None:
+    labels = _labels()
+    a = part.partition(labels, 3, scheme, 0.3, seed=42)
+    b = part.partition(labels, 3, scheme, 0.3, seed=42)
+    c = part.partition(labels, 3, scheme, 0.3, seed=43)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_partition_rejects_impossible_requests() -> None:
+    with pytest.raises(ValueError):
+        part.iid(2, 3, seed=0)
+    with pytest.raises(ValueError):
+        part.dirichlet(_labels(), 3, 0.0, seed=0)
+    with pytest.raises(ValueError):
+        part.partition(_labels(), 3, "shards", 0.5, seed=0)
+
+
+def test_settings_round_trip_through_a_flower_run_config() -> None:
+    federated = pytest.importorskip("edgefer.train.federated")
+    from edgefer.train.trainer import Recipe
+
+    recipe = Recipe(arch="paper", lr=1e-3, limit_per_class=None, flip=False)
+    cfg = federated.FedConfig(clients=6, rounds=4, local_epochs=2, partition="dirichlet", alpha=0.3, dp="central")
+    values = federated.run_config(recipe, cfg)
+    assert all(isinstance(v, bool | int | float | str) for v in values.values())
+    assert federated.from_run_config(values) == (recipe, cfg)
+    with pytest.raises(ValueError):
+        federated.FedConfig(partition="by-user")
+
+
+def test_round_learning_rate_warms_up_then_decays() -> None:
+    federated = pytest.importorskip("edgefer.train.federated")
+    from edgefer.train.trainer import Recipe
+
+    recipe = Recipe(lr=2e-3, warmup_fraction=0.15)
+    lrs = [federated.round_lr(recipe, r, 20) for r in range(1, 21)]
+    peak = int(np.argmax(lrs))
+    assert 0 < peak < 5
+    assert all(a <= b for a, b in pairwise(lrs[: peak + 1]))
+    assert all(a >= b for a, b in pairwise(lrs[peak:]))
+    assert max(lrs) <= recipe.lr and lrs[-1] < 0.05 * recipe.lr
+
+
+def test_written_flower_app_passes_flowers_own_validation(tmp_path: Path) -> None:
+    federated = pytest.importorskip("edgefer.train.federated")
+    import tomllib
+
+    from flwr.common.config import validate_config
+
+    from edgefer.train.trainer import Recipe
+
+    toml = federated.write_app(tmp_path / "app", Recipe(), federated.FedConfig(clients=3), data_dir="fer2013")
+    doc = tomllib.loads(toml.read_text())
+    ok, errors, _ = validate_config(doc, check_module=True, project_dir=toml.parent)
+    assert ok, errors
+    config = doc["tool"]["flwr"]["app"]["config"]
+    # The SuperLink starts the ServerApp elsewhere, so paths are made absolute.
+    assert config["clients"] == 3 and config["data-dir"] == str(Path("fer2013").resolve())
+    assert federated.from_run_config(config)[1] == federated.FedConfig(clients=3)
+
+
+def test_cli_federated_defaults_are_the_fedconfig_defaults() -> None:
+    federated = pytest.importorskip("edgefer.train.federated")
+    from edgefer.train.cli import parser
+
+    args = parser().parse_args(["--federated"])
+    for f in fields(federated.FedConfig):
+        if f.name != "threads":  # --threads 0 means one thread per simulated client
+            assert getattr(args, f.name) == getattr(federated.FedConfig(), f.name), f.name
+
+
+def _train_message(config: dict, monkeypatch: pytest.MonkeyPatch):
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    # Messages are stamped with the identity of the running task; outside a run, set one.
+    for name in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)
+    sent = ArrayRecord({"a": Array(np.zeros(4, np.float32)), "b": Array(np.zeros((2, 2), np.float32))})
+    return Message(
+        RecordDict({"arrays": sent, "config": ConfigRecord(config)}), dst_node_id=1, message_type=MessageType.TRAIN
+    )
+
+
+@pytest.mark.parametrize("dp", [True, False])
+def test_client_update_is_clipped_exactly_when_the_server_runs_central_dp(
+    dp: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    federated = pytest.importorskip("edgefer.train.federated")
+    from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+
+    msg = _train_message({"clipping_norm": 1.0} if dp else {}, monkeypatch)
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+
+    def trained(m: Message, _: Context) -> Message:
+        arrays = ArrayRecord({"a": Array(np.full(4, 3.0, np.float32)), "b": Array(np.full((2, 2), 4.0, np.float32))})
+        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": 5})}), reply_to=m)
+
+    reply = federated._clip_when_asked(msg, context, trained)
+    returned = federated.to_numpy(reply.content["arrays"]).values()
+    norm = np.sqrt(sum(float((v.astype(np.float64) ** 2).sum()) for v in returned))
+    assert norm == pytest.approx(1.0 if dp else 10.0, rel=1e-5)
+
+
+def test_central_dp_wraps_fedavg_with_flowers_noise_strategy() -> None:
+    federated = pytest.importorskip("edgefer.train.federated")
+    from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping
+
+    cfg = federated.FedConfig(clients=3, dp="central", dp_noise=0.5, dp_clip=2.0)
+    outer, inner = federated._strategy(cfg, offset=4)
+    assert isinstance(outer, DifferentialPrivacyClientSideFixedClipping) and outer.strategy is inner
+    assert (outer.noise_multiplier, outer.clipping_norm, outer.num_sampled_clients) == (0.5, 2.0, 3)
+    assert inner.round_offset == 4 and inner.min_available_nodes == 3
+    plain, same = federated._strategy(federated.FedConfig(), offset=0)
+    assert plain is same
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_flower_rounds_produce_the_example_weighted_average_of_client_updates(fer2013: Path, tmp_path: Path) -> None:
+    """Two real Flower rounds with two clients; the global model must be their FedAvg."""
+    federated = pytest.importorskip("edgefer.train.federated")
+    import tensorflow as tf
+
+    from edgefer.train.trainer import Recipe
+
+    try:  # the server side runs in this process; keep it to one core like the clients
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass
+    data = tmp_path / "fer2013"
+    data.mkdir()
+    (data / "train").symlink_to(fer2013 / "train")  # no test split: the run skips the test-set pass
+    recipe = Recipe(limit_per_class=50, batch_size=32, seed=7)
+    # Dirichlet shards differ in size, so an unweighted mean would not pass for FedAvg.
+    cfg = federated.FedConfig(clients=2, rounds=2, local_epochs=1, partition="dirichlet", alpha=1.0, threads=1)
+    strategies = []
+
+    def keep(strategy) -> None:
+        strategy.keep_updates = True
+        strategies.append(strategy)
+
+    lines: list[str] = []
+    out = tmp_path / "run"
+    report = federated.run(recipe, cfg, str(data), out, log=lines.append, strategy_hook=keep)
+    (s,) = strategies
+
+    final = dict(np.load(out / "global.npz"))
+    sizes = report["federated"]["partition_sizes"]
+    assert len(set(sizes)) == 2, "the test needs unequal shards"
+    for rnd in (1, 2):
+        updates = s.updates[rnd]
+        assert sorted(n for n, _ in updates) == sorted(sizes)
+        sent = s.sent[rnd]
+        names = list(sent)
+        for _, w in updates:
+            assert list(w) == names
+            assert any(not np.allclose(w[k], sent[k]) for k in names), "a client returned the weights unchanged"
+        total = sum(n for n, _ in updates)
+        expected = {k: sum(n * w[k].astype(np.float64) for n, w in updates) / total for k in names}
+        unweighted = {k: np.mean([w[k].astype(np.float64) for _, w in updates], axis=0) for k in names}
+        got = s.sent[rnd + 1] if rnd == 1 else final
+        err = max(float(np.abs(got[k] - expected[k]).max()) for k in names)
+        err_unweighted = max(float(np.abs(got[k] - unweighted[k]).max()) for k in names)
+        assert err < 1e-5, f"round {rnd}: global model is not the FedAvg of the client updates ({err})"
+        assert err_unweighted > 100 * max(err, 1e-9), "the average ignored the example counts"
+    assert any(not np.allclose(final[k], s.sent[1][k]) for k in final), "the global model never changed"
+
+    # Progress per round, a resumable checkpoint, the per-round table and plot, the export.
+    assert any(line.startswith("round 1/2 ") for line in lines) and any(line.startswith("round 2/2 ") for line in lines)
+    state = json.loads((out / "state.json").read_text())
+    assert state["round"] == 2 and [r["round"] for r in state["history"]] == [0, 1, 2]
+    assert (out / "rounds.png").stat().st_size > 0
+    assert (out / "rounds.csv").read_text().count("\n") == 4
+    centralized_fields = {"arch", "params", "flops", "best_epoch", "epochs_run", "recipe", "validation", "files"}
+    saved = json.loads((out / "report.json").read_text())
+    assert centralized_fields <= set(saved)
+    assert saved["federated"]["clients"] == 2 and saved["federated"]["partition"] == "dirichlet"
+    assert saved["recipe"] == asdict(recipe)
+    for path in saved["files"].values():
+        assert Path(path).stat().st_size > 10_000
