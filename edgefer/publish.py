@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import ssl
 import sys
 import threading
@@ -125,19 +126,56 @@ class MqttOutput:
         if cfg.username:
             c.username_pw_set(cfg.username, read_password(cfg))
         if cfg.tls:
-            c.tls_set(
-                ca_certs=cfg.ca_file or None,
-                certfile=cfg.cert_file or None,
-                keyfile=cfg.key_file or None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            c.tls_insecure_set(cfg.tls_insecure)
+            c.tls_set_context(self._ssl_context())
         c.will_set(self.topics["available"], "offline", qos=1, retain=True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_message = self._on_message
+        c.on_connect_fail = self._on_connect_fail
         self.client = c
+        self._probing = False
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """One TLS context for paho and for the failure probe, so both judge alike."""
+        ctx = ssl.create_default_context(cafile=self.cfg.ca_file or None)
+        if self.cfg.cert_file:
+            ctx.load_cert_chain(self.cfg.cert_file, self.cfg.key_file or None)
+        if self.cfg.tls_insecure:
+            ctx.check_hostname = False
+        return ctx
+
+    def probe(self) -> str:
+        """Why a connection fails, in words: paho only reports that it did."""
+        host, port = self.cfg.host, self.cfg.port
+        try:
+            sock = socket.create_connection((host, port), timeout=5)
+        except OSError as exc:
+            return f"cannot reach broker {host}:{port}: {exc.strerror or exc}"
+        with sock:
+            if self.cfg.tls:
+                try:
+                    self._ssl_context().wrap_socket(sock, server_hostname=host).close()
+                except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
+                    return f"TLS handshake with {host}:{port} failed: {getattr(exc, 'verify_message', None) or exc}"
+        return f"connection to broker {host}:{port} failed"
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self.connected = False
+        if self._probing:
+            return
+        self._probing = True
+
+        def run() -> None:
+            try:
+                msg = self.probe()
+                if msg != self.error:
+                    log.error("%s; retrying with backoff", msg)
+                self.state, self.error = "unreachable", msg
+            finally:
+                self._probing = False
+
+        threading.Thread(target=run, name="edgefer-mqtt-probe", daemon=True).start()
 
     # -- callbacks (paho's network thread) ---------------------------------------------
 

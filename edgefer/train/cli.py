@@ -38,8 +38,12 @@ def parser() -> argparse.ArgumentParser:
     fed.add_argument("--local-epochs", type=int, default=3, help="epochs per client per round (default %(default)s)")
     fed.add_argument("--partition", choices=("iid", "dirichlet"), default="iid", help="how FER2013 train is shared")
     fed.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew, smaller is more skewed")
-    fed.add_argument("--dp", choices=("none", "central"), default="none",
-                     help="central: clients clip their update, the server adds Gaussian noise")
+    fed.add_argument(
+        "--dp",
+        choices=("none", "central"),
+        default="none",
+        help="central: clients clip their update, the server adds Gaussian noise",
+    )
     fed.add_argument("--dp-noise", type=float, default=0.1, help="DP noise multiplier (default %(default)s)")
     fed.add_argument("--dp-clip", type=float, default=5.0, help="DP L2 bound of a client update (default %(default)s)")
     fed.add_argument("--flower-app", metavar="DIR", help="write a Flower App for a SuperLink deployment and exit")
@@ -62,13 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.federated or args.flower_app:
         from edgefer.train import federated
 
-        cfg = federated.FedConfig(clients=args.clients, rounds=args.rounds, local_epochs=args.local_epochs,
-                                  partition=args.partition, alpha=args.alpha, dp=args.dp, dp_noise=args.dp_noise,
-                                  dp_clip=args.dp_clip, threads=args.threads or 1)
+        cfg = federated.FedConfig(
+            clients=args.clients,
+            rounds=args.rounds,
+            local_epochs=args.local_epochs,
+            partition=args.partition,
+            alpha=args.alpha,
+            dp=args.dp,
+            dp_noise=args.dp_noise,
+            dp_clip=args.dp_clip,
+            threads=args.threads or 1,
+        )
         out = args.out or f"runs/{recipe.arch}-federated"
         if args.flower_app:
-            path = federated.write_app(args.flower_app, recipe, cfg, data_dir=args.data_dir, out=out,
-                                       export_to=args.export_to)
+            path = federated.write_app(
+                args.flower_app, recipe, cfg, data_dir=args.data_dir, out=out, export_to=args.export_to
+            )
             _log(f"wrote {path}")
         else:
             federated.run(recipe, cfg, args.data_dir, out, log=_log, export_to=args.export_to)

@@ -254,8 +254,10 @@ def _recipe_from_server(text: str) -> Recipe:
     values = json.loads(text)
     unknown = set(values) - {f.name for f in fields(Recipe)}
     if unknown:
-        raise ValueError(f"the server's recipe has settings edgefer {__version__} does not know: "
-                         f"{', '.join(sorted(unknown))}; update edgefer on this device")
+        raise ValueError(
+            f"the server's recipe has settings edgefer {__version__} does not know: "
+            f"{', '.join(sorted(unknown))}; update edgefer on this device"
+        )
     return Recipe(**values)
 
 
@@ -290,13 +292,15 @@ def _client_train(msg: Message, context: Context) -> Message:
     sent = model_arrays(model)
     before, after = to_numpy(received), to_numpy(sent)
     norm = math.sqrt(sum(float(np.sum((after[k] - before[k]) ** 2)) for k in after))
-    metrics = MetricRecord({
-        "num-examples": len(data),
-        "train-loss": float(hist["loss"][-1]),
-        "train-accuracy": float(hist["accuracy"][-1]),
-        "update-norm": norm,
-        "fit-seconds": time.monotonic() - t0,
-    })
+    metrics = MetricRecord(
+        {
+            "num-examples": len(data),
+            "train-loss": float(hist["loss"][-1]),
+            "train-accuracy": float(hist["accuracy"][-1]),
+            "update-norm": norm,
+            "fit-seconds": time.monotonic() - t0,
+        }
+    )
     return Message(RecordDict({"arrays": sent, "metrics": metrics}), reply_to=msg)
 
 
@@ -342,9 +346,7 @@ class RecordingFedAvg(FedAvg):
         ok = [m for m in replies if not m.has_error()]
         errors = [f"node {m.metadata.src_node_id}: {m.error.reason}" for m in replies if m.has_error()]
         if self.keep_updates:
-            self.updates[rnd] = [
-                (int(m.content["metrics"]["num-examples"]), to_numpy(m.content["arrays"])) for m in ok
-            ]
+            self.updates[rnd] = [(int(m.content["metrics"]["num-examples"]), to_numpy(m.content["arrays"])) for m in ok]
         arrays, metrics = super().aggregate_train(rnd, replies)
         self.rounds[rnd] = {
             "clients": len(ok),
@@ -445,9 +447,11 @@ def serve(
     else:
         state = {"settings": settings, "round": 0, "history": [], "best_val": -1.0, "best_round": 0}
     done = int(state["round"])
-    log(f"{recipe.arch}: {model.count_params():,} parameters, {count_flops(model) / 1e6:.1f} MFLOPs; "
+    log(
+        f"{recipe.arch}: {model.count_params():,} parameters, {count_flops(model) / 1e6:.1f} MFLOPs; "
         f"{cfg.clients} clients, rounds {done + 1}..{cfg.rounds} of {cfg.local_epochs} local epochs, "
-        f"partition {cfg.partition}, DP {cfg.dp}")
+        f"partition {cfg.partition}, DP {cfg.dp}"
+    )
 
     strategy, inner = _strategy(cfg, done)
     if strategy_hook:
@@ -460,8 +464,10 @@ def serve(
             return None  # a resumed run evaluated this model before it stopped
         if server_round and inner.aggregated_round != rnd:
             failures = inner.rounds.get(rnd, {}).get("failures", [])
-            raise RuntimeError(f"round {rnd}: no client update was aggregated "
-                               f"({'; '.join(failures) or 'see the client errors logged above'})")
+            raise RuntimeError(
+                f"round {rnd}: no client update was aggregated "
+                f"({'; '.join(failures) or 'see the client errors logged above'})"
+            )
         for failure in inner.rounds.get(rnd, {}).get("failures", []):
             log(f"round {rnd}: client failed: {failure}")
         set_arrays(model, arrays)
@@ -469,11 +475,18 @@ def serve(
         res = summary(va.labels, probs.argmax(1), LABELS)
         info = inner.rounds.get(rnd, {})
         m = info.get("metrics", {})
-        row = {"round": rnd, "val_accuracy": res["accuracy"], "val_macro_f1": res["macro_f1"],
-               "val_loss": _val_loss(probs, va.labels), "train_loss": m.get("train-loss"),
-               "train_accuracy": m.get("train-accuracy"), "update_norm": m.get("update-norm"),
-               "clients": info.get("clients", 0), "failures": len(info.get("failures", [])),
-               "examples": sum(info.get("examples", []))}
+        row = {
+            "round": rnd,
+            "val_accuracy": res["accuracy"],
+            "val_macro_f1": res["macro_f1"],
+            "val_loss": _val_loss(probs, va.labels),
+            "train_loss": m.get("train-loss"),
+            "train_accuracy": m.get("train-accuracy"),
+            "update_norm": m.get("update-norm"),
+            "clients": info.get("clients", 0),
+            "failures": len(info.get("failures", [])),
+            "examples": sum(info.get("examples", [])),
+        }
         state["history"].append(row)
         state["round"] = rnd
         _save_npz(global_path, to_numpy(arrays))
@@ -488,24 +501,34 @@ def serve(
         if server_round:
             per = float(np.mean(clock["per"]))
             eta = per * (cfg.rounds - rnd) / 60
-            log(f"round {rnd}/{cfg.rounds} val_acc {row['val_accuracy']:.4f} val_loss {row['val_loss']:.4f} "
+            log(
+                f"round {rnd}/{cfg.rounds} val_acc {row['val_accuracy']:.4f} val_loss {row['val_loss']:.4f} "
                 f"train_loss {row['train_loss'] or 0:.4f} clients {row['clients']} ({row['failures']} failed) "
-                f"update_norm {row['update_norm'] or 0:.2f} ({per:.0f} s/round, ETA {eta:.0f} min)")
+                f"update_norm {row['update_norm'] or 0:.2f} ({per:.0f} s/round, ETA {eta:.0f} min)"
+            )
         else:
             log(f"round 0 (initial model) val_acc {row['val_accuracy']:.4f} val_loss {row['val_loss']:.4f}")
         return MetricRecord({"accuracy": row["val_accuracy"], "loss": row["val_loss"]})
 
     if done < cfg.rounds:
-        train_config = ConfigRecord({
-            "recipe": json.dumps(asdict(recipe)),
-            "rounds": cfg.rounds,
-            "local-epochs": cfg.local_epochs,
-            "partition": cfg.partition,
-            "alpha": float(cfg.alpha),
-        })
+        train_config = ConfigRecord(
+            {
+                "recipe": json.dumps(asdict(recipe)),
+                "rounds": cfg.rounds,
+                "local-epochs": cfg.local_epochs,
+                "partition": cfg.partition,
+                "alpha": float(cfg.alpha),
+            }
+        )
         with _quiet_flower():
-            strategy.start(grid=grid, initial_arrays=model_arrays(model), num_rounds=cfg.rounds - done,
-                           timeout=ROUND_TIMEOUT_S, train_config=train_config, evaluate_fn=evaluate)
+            strategy.start(
+                grid=grid,
+                initial_arrays=model_arrays(model),
+                num_rounds=cfg.rounds - done,
+                timeout=ROUND_TIMEOUT_S,
+                train_config=train_config,
+                evaluate_fn=evaluate,
+            )
 
     return _finish(model, recipe, cfg, state, full.subset(keep), va, data_dir, out, log, export_to, extra or {})
 
@@ -526,12 +549,23 @@ def _finish(model, recipe, cfg, state, tr, va, data_dir, out, log, export_to, ex
         log(line)
     e = cfg.local_epochs
     report: dict = {
-        "arch": recipe.arch, "params": model.count_params(), "flops": count_flops(model),
+        "arch": recipe.arch,
+        "params": model.count_params(),
+        "flops": count_flops(model),
         # Epoch fields count local epochs per client, so they line up with centralized reports.
-        "best_epoch": state["best_round"] * e, "epochs_run": state["round"] * e, "recipe": asdict(recipe),
-        "best_round": state["best_round"], "rounds_run": state["round"],
-        "federated": {**asdict(cfg), "strategy": "FedAvg", "flwr": version("flwr"), "edgefer": __version__,
-                      **extra, "history": history},
+        "best_epoch": state["best_round"] * e,
+        "epochs_run": state["round"] * e,
+        "recipe": asdict(recipe),
+        "best_round": state["best_round"],
+        "rounds_run": state["round"],
+        "federated": {
+            **asdict(cfg),
+            "strategy": "FedAvg",
+            "flwr": version("flwr"),
+            "edgefer": __version__,
+            **extra,
+            "history": history,
+        },
     }
     report["validation"] = summary(va.labels, predict_probs(model, va.images).argmax(1), LABELS)
     try:
@@ -542,10 +576,16 @@ def _finish(model, recipe, cfg, state, tr, va, data_dir, out, log, export_to, ex
         for flip in (False, True):
             res = summary(test.labels, predict_probs(model, test.images, flip_average=flip).argmax(1), LABELS)
             report["keras_test_flip" if flip else "keras_test"] = res
-        plots.confusion_png(np.array(report["keras_test"]["confusion"]), LABELS, out / "confusion.png",
-                            f"{recipe.arch} (FedAvg) on FER2013 PublicTest, acc {report['keras_test']['accuracy']:.3f}")
-        log(f"FER2013 PublicTest accuracy {report['keras_test']['accuracy']:.4f} "
-            f"(flip-averaged {report['keras_test_flip']['accuracy']:.4f})")
+        plots.confusion_png(
+            np.array(report["keras_test"]["confusion"]),
+            LABELS,
+            out / "confusion.png",
+            f"{recipe.arch} (FedAvg) on FER2013 PublicTest, acc {report['keras_test']['accuracy']:.3f}",
+        )
+        log(
+            f"FER2013 PublicTest accuracy {report['keras_test']['accuracy']:.4f} "
+            f"(flip-averaged {report['keras_test_flip']['accuracy']:.4f})"
+        )
     dest = Path(export_to) if export_to else out
     calib = export.calibration_sample(tr.images, tr.labels)
     stem = f"{recipe.arch}-federated"
@@ -571,8 +611,10 @@ def _table_lines(history: list[dict]) -> list[str]:
     out = ["round  val_acc  macro_f1  val_loss  train_loss  clients"]
     for r in history:
         tl = "" if r.get("train_loss") is None else f"{r['train_loss']:.4f}"
-        out.append(f"{r['round']:5d}  {r['val_accuracy']:.4f}  {r['val_macro_f1']:.4f}    "
-                   f"{r['val_loss']:.4f}  {tl:>10}  {r['clients']:7d}")
+        out.append(
+            f"{r['round']:5d}  {r['val_accuracy']:.4f}  {r['val_macro_f1']:.4f}    "
+            f"{r['val_loss']:.4f}  {tl:>10}  {r['clients']:7d}"
+        )
     return out
 
 
@@ -611,8 +653,15 @@ def _deployed_main(grid: Grid, context: Context) -> None:
     """ServerApp of a deployment: every setting comes from the Flower App's run config."""
     recipe, cfg = from_run_config(dict(context.run_config))
     rc = context.run_config
-    serve(grid, recipe, cfg, str(rc.get("data-dir", "")) or None, str(rc.get("out", "")) or "runs/federated",
-          log=lambda m: print(m, flush=True), export_to=str(rc.get("export-to", "")) or None)
+    serve(
+        grid,
+        recipe,
+        cfg,
+        str(rc.get("data-dir", "")) or None,
+        str(rc.get("out", "")) or "runs/federated",
+        log=lambda m: print(m, flush=True),
+        export_to=str(rc.get("export-to", "")) or None,
+    )
 
 
 @contextlib.contextmanager
@@ -655,8 +704,11 @@ def run(
     for i, s in enumerate(shards):
         counts = np.bincount(full.labels[keep][s], minlength=len(LABELS))
         log(f"client {i}: {len(s)} images " + " ".join(f"{n}={c}" for n, c in zip(LABELS, counts, strict=True)))
-    log(f"partition {cfg.partition}" + (f" (alpha {cfg.alpha})" if cfg.partition == "dirichlet" else "")
-        + f": label skew {skew:.3f} (mean total-variation distance from the overall mix)")
+    log(
+        f"partition {cfg.partition}"
+        + (f" (alpha {cfg.alpha})" if cfg.partition == "dirichlet" else "")
+        + f": label skew {skew:.3f} (mean total-variation distance from the overall mix)"
+    )
     extra = {"engine": "flower-simulation", "partition_sizes": [len(s) for s in shards], "label_skew": skew}
 
     parallel = max(1, min(cfg.clients, (os.cpu_count() or 1) // cfg.threads))
@@ -665,11 +717,15 @@ def run(
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
-        result["report"] = serve(grid, recipe, cfg, str(root), out_dir, log, export_to, strategy_hook,
-                                 train_set=full, extra=extra)
+        result["report"] = serve(
+            grid, recipe, cfg, str(root), out_dir, log, export_to, strategy_hook, train_set=full, extra=extra
+        )
 
-    env = {ENV_DATA: str(root), ENV_THREADS: str(cfg.threads),
-           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    env = {
+        ENV_DATA: str(root),
+        ENV_THREADS: str(cfg.threads),
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+    }
     backend = {
         "client_resources": {"num_cpus": cfg.threads, "num_gpus": 0.0},
         "init_args": {"num_cpus": parallel * cfg.threads, "num_gpus": 0, "include_dashboard": False},
@@ -679,8 +735,15 @@ def run(
     return result["report"]
 
 
-def write_app(dest: str | Path, recipe: Recipe, cfg: FedConfig, *, data_dir: str | None = None,
-              out: str = "runs/federated", export_to: str | None = None) -> Path:
+def write_app(
+    dest: str | Path,
+    recipe: Recipe,
+    cfg: FedConfig,
+    *,
+    data_dir: str | None = None,
+    out: str = "runs/federated",
+    export_to: str | None = None,
+) -> Path:
     """A Flower App folder (just ``pyproject.toml``) for ``flwr run`` against a SuperLink.
 
     The app's code is the installed edgefer package on the server and on every device, so
@@ -693,15 +756,25 @@ def write_app(dest: str | Path, recipe: Recipe, cfg: FedConfig, *, data_dir: str
     config = {k: str(Path(v).resolve()) if v else "" for k, v in absolute.items()}
     config.update(run_config(recipe, cfg))
     doc = {
-        "project": {"name": "edgefer-federated", "version": __version__, "license": "Apache-2.0",
-                    "description": "edgefer FedAvg training (code from the installed edgefer package)",
-                    "dependencies": []},
-        "tool": {"flwr": {"app": {
-            "publisher": "edgefer",
-            "components": {"serverapp": "edgefer.train.federated:server_app",
-                           "clientapp": "edgefer.train.federated:client_app"},
-            "config": config,
-        }}},
+        "project": {
+            "name": "edgefer-federated",
+            "version": __version__,
+            "license": "Apache-2.0",
+            "description": "edgefer FedAvg training (code from the installed edgefer package)",
+            "dependencies": [],
+        },
+        "tool": {
+            "flwr": {
+                "app": {
+                    "publisher": "edgefer",
+                    "components": {
+                        "serverapp": "edgefer.train.federated:server_app",
+                        "clientapp": "edgefer.train.federated:client_app",
+                    },
+                    "config": config,
+                }
+            }
+        },
     }
     path = Path(dest)
     path.mkdir(parents=True, exist_ok=True)
