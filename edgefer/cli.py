@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(cfg.log_level)
     try:
         service = Service(cfg, args.config, overrides=overrides)
-    except (ModelError, RuntimeError) as exc:
+    except (ModelError, RuntimeError, ImportError, ValueError) as exc:
         logging.getLogger("edgefer").error("cannot start: %s", exc)
         return 1
     return service.run()
@@ -73,19 +73,42 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except configmod.ConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1
+    if not args.no_model:
+        # what a reload would load: a file that passes here is not refused by the daemon
+        from edgefer.classifier import ModelError
+        from edgefer.faces import make_detector
+        from edgefer.service import build_classifier
+
+        try:
+            clf = build_classifier(cfg)
+            det = make_detector(cfg.faces.detector, cfg.faces.min_score)
+        except (ModelError, RuntimeError, ImportError, ValueError) as exc:
+            print(f"invalid: {args.file or configmod.DEFAULT_PATH}: {exc}", file=sys.stderr)
+            return 1
+        print(f"model {clf.path} ({clf.runtime}), detector {det.name}", file=sys.stderr)
     if not args.quiet:
         print(json.dumps(cfg.to_dict(), indent=2))
     print(f"ok: {args.file or configmod.DEFAULT_PATH}", file=sys.stderr)
     return 0
 
 
+SERVICE_STATE = Path("/var/lib/edgefer")
+
+
 def _state_dir(args: argparse.Namespace) -> Path:
+    """Where the daemon keeps its state: the option, the config's explicit state_dir, the
+    service's directory when it holds a status (so `sudo edgefer status` finds it), else
+    the default for this user."""
     if args.state_dir:
         return Path(args.state_dir)
     try:
-        return Path(configmod.load(args.config).state_dir)
+        cfg = configmod.load(args.config)
     except configmod.ConfigError:
-        return Path(configmod.parse("").state_dir)
+        cfg = configmod.parse("")
+    explicit = cfg.state_dir != configmod.parse("").state_dir
+    if not explicit and (SERVICE_STATE / "status.json").exists():
+        return SERVICE_STATE
+    return Path(cfg.state_dir)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -118,6 +141,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"queue depth:   {st.get('queue_depth')}   dropped summaries: {st.get('dropped_summaries')}",
         f"cpu/rss:       {st.get('cpu_percent')} % of one core, {st.get('rss_mb')} MB",
     ]
+    if (out.get("session_takeovers") or 0) > 0:
+        lines.append(f"takeovers:     {out['session_takeovers']} (another client uses this client id)")
     if st.get("store_fault"):
         lines.append(f"store fault:   {st['store_fault']}")
     if st.get("last_reload"):
@@ -165,6 +190,7 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config file and print the effective config")
     c.add_argument("file", nargs="?")
     c.add_argument("-q", "--quiet", action="store_true")
+    c.add_argument("--no-model", action="store_true", help="skip loading the model and the detector")
     c.set_defaults(func=cmd_check_config)
 
     for name, func, text in (

@@ -108,7 +108,7 @@ def discovery_messages(
         payload = {
             **e,
             "unique_id": f"{node}_{key}",
-            "object_id": f"{node}_{key}",
+            "default_entity_id": f"sensor.{node}_{key}",
             "state_topic": f"{t['mood']}/{window}" if source == "mood" else t["stats"],
             "availability_topic": t["available"],
             "payload_available": "online",

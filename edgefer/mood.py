@@ -149,8 +149,10 @@ class MoodTracker:
         row[n + UNCERTAIN] += int((~confident).sum())
 
     def window_row(self, start: int, end: int) -> tuple[np.ndarray, float]:
-        """Summed counts of buckets in [start, end) and the share of them that were active."""
-        first, last = start // self.bucket, end // self.bucket
+        """Summed counts of the buckets covering [start, end) and the share of them that were
+        active. Boundaries are bucket-aligned except for final summaries, whose partial last
+        bucket is included."""
+        first, last = start // self.bucket, (end - 1) // self.bucket + 1
         mask = (self.ids >= first) & (self.ids < last)
         row = self.rows[mask].sum(axis=0) if mask.any() else np.zeros(self.width, np.int64)
         coverage = float(row[len(self.labels) + ACTIVE]) / max(last - first, 1)

@@ -135,6 +135,7 @@ class MqttOutput:
         c.on_connect_fail = self._on_connect_fail
         self.client = c
         self._probing = False
+        self._stopping = False
 
     def _ssl_context(self) -> ssl.SSLContext:
         """One TLS context for paho and for the failure probe, so both judge alike."""
@@ -189,7 +190,8 @@ class MqttOutput:
         self.connected = True
         self.connects += 1
         self.state = "connected"
-        self.error = None
+        # a session takeover stays visible: the other instance will take it again
+        self.error = self.error if self.takeovers else None
         log.info("connected to %s:%d as %s", self.cfg.host, self.cfg.port, self.cfg.client_id)
         client.publish(self.topics["available"], "online", qos=1, retain=True)
         if self.ha_status_topic:
@@ -209,7 +211,7 @@ class MqttOutput:
                 f"({self.takeovers} times): two daemons share one device_id or client_id"
             )
             log.error(self.error)
-        elif was:
+        elif was and not self._stopping:
             self.state = "disconnected"
             self.error = f"lost connection to {self.cfg.host}:{self.cfg.port}: {reason_code}"
             log.warning("%s; reconnecting", self.error)
@@ -291,6 +293,7 @@ class MqttOutput:
 
     def stop(self, timeout: float = 3.0) -> None:
         """Publish 'offline' (retained) and disconnect cleanly, waiting briefly for the ack."""
+        self._stopping = True
         if self.connected:
             info = self.client.publish(self.topics["available"], "offline", qos=1, retain=True)
             deadline = time.monotonic() + timeout

@@ -57,6 +57,8 @@ def resolve_model(path: str) -> tuple[Path, Path]:
 def build_classifier(cfg: Config) -> Classifier:
     model, labels_path = resolve_model(cfg.classifier.model)
     labels_file = Path(cfg.classifier.labels) if cfg.classifier.labels else labels_path
+    if cfg.classifier.labels and not labels_file.exists():
+        raise ModelError(f"{labels_file}: labels file not found (classifier.labels)")
     labels = read_labels(labels_file) if labels_file.exists() else LABELS
     return Classifier(model, labels, threads=cfg.classifier.threads)
 
@@ -184,6 +186,9 @@ class Service:
             self.notifier.ready(f"reload refused: {exc}")
             return False
         old = self.cfg
+        notes = [f"{k} changes need a restart" for k in ("state_dir",) if getattr(old, k) != getattr(new, k)]
+        logging.getLogger().setLevel(getattr(logging, new.log_level.upper()))
+        self.store.queue_max = new.mqtt.queue_max
         self.persist()
         self.classifier = new_classifier
         self.faces = FaceStage(
@@ -209,7 +214,7 @@ class Service:
             self.feed.stop()
             self.feed = self._feed(new)
             self.feed.start()
-        self.last_reload = {"ok": True, "at": time.time(), "error": None}
+        self.last_reload = {"ok": True, "at": time.time(), "error": None, "notes": notes}
         log.info("configuration reloaded from %s", self.config_path)
         self.notifier.ready("reloaded")
         return True
@@ -274,7 +279,10 @@ class Service:
     def stats(self, fps: float) -> dict:
         import psutil
 
-        proc = psutil.Process()
+        if not hasattr(self, "_proc"):
+            self._proc = psutil.Process()  # cpu_percent() measures since the previous call
+            self._proc.cpu_percent(None)
+        proc = self._proc
         c = self.counters
         return {
             "device": self.cfg.device_id,
@@ -367,8 +375,11 @@ class Service:
             elif self.feed.ended:
                 log.info("source %s ended", self.feed.name)
                 break
-            elif self.feed.state != "running":
-                self.notifier.watchdog()  # the source is being retried: alive, by design
+            elif self.feed.retrying_alive():
+                self.notifier.watchdog()  # the source is being retried on schedule: alive
+                if not ready and self.feed.error:
+                    ready = True  # up and retrying; systemd must not time the start out
+                    self.notifier.ready(f"waiting for source: {self.feed.error}")
             now = self.clock.now()
             self.emit(self.tracker.due(now))
             if mono - last_persist >= parse_duration(cfg.mood.persist_every):
@@ -391,8 +402,7 @@ class Service:
             if mono - last_stats >= parse_duration(cfg.mqtt.stats_every):
                 self.output.publish_live(topics(cfg.mqtt.prefix, cfg.device_id)["stats"], stats or self.stats(fps))
                 last_stats = mono
-                if cfg.history.keep_days:
-                    self.store.prune_history(cfg.history.keep_days * 86400)
+                self.store.prune_history(cfg.history.keep_days * 86400)
         return self.shutdown(finished=self.feed.ended)
 
     def shutdown(self, *, finished: bool) -> int:
@@ -408,8 +418,8 @@ class Service:
         left = self.store.depth()
         if left:
             log.warning("%d summaries still queued; they are sent at the next start", left)
-        self.write_status({**self.stats(0.0), "state": "stopped"})
         self.output.stop()
+        self.write_status({**self.stats(0.0), "state": "stopped"})
         self.store.close()
         log.info("stopped")
         return self.exit_code

@@ -11,6 +11,7 @@ stall, and the feed reopens the source with paced backoff while the daemon keeps
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,11 @@ from edgefer.config import SourceConfig
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp", ".tif", ".tiff"}
+
+
+def redact(device: str) -> str:
+    """A stream URL without its user:password, for logs, status and stats."""
+    return re.sub(r"://[^/@]*@", "://***@", device)
 
 
 class SourceError(RuntimeError):
@@ -76,17 +82,17 @@ class OpenCVSource:
         self.width, self.height, self.fps = width, height, fps
         self.is_camera = device.isdigit() or device.startswith("/dev/")
         self.finite = not self.is_camera and not device.startswith(("rtsp://", "http://", "https://"))
-        self.name = f"opencv:{device}"
+        self.name = f"opencv:{redact(device)}"
         self._cap: cv2.VideoCapture | None = None
 
     def open(self) -> None:
         if self.finite and not Path(self.device).exists():
-            raise SourceError(f"{self.device}: no such file")
+            raise SourceError(f"{redact(self.device)}: no such file")
         target: int | str = int(self.device) if self.device.isdigit() else self.device
         cap = cv2.VideoCapture(target)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"{self.device}: cannot open video source")
+            raise SourceError(f"{redact(self.device)}: cannot open video source")
         if self.is_camera:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
@@ -104,7 +110,7 @@ class OpenCVSource:
         if not ok:
             if self.finite:
                 return None
-            raise SourceError(f"{self.device}: camera returned no frame")
+            raise SourceError(f"{redact(self.device)}: camera returned no frame")
         return to_gray(img)
 
     def close(self) -> None:
@@ -218,11 +224,10 @@ def make_source(cfg: SourceConfig) -> Source:
             kind = "opencv"
         elif not cfg.device.isdigit() and Path(cfg.device).is_dir():
             kind = "folder"
-        elif not cfg.device.isdigit() and (Path(cfg.device).exists() or "://" in cfg.device):
-            kind = "opencv"
         else:
-            kind = "demo"
-            log.info("no camera found: using the embedded demo source")
+            # A camera index or path that is not there yet stays a camera: the feed retries
+            # it. Falling back to the demo would publish a photograph's mood as if it were real.
+            kind = "opencv"
     if kind == "picamera2":
         return Picamera2Source(cfg.width, cfg.height, cfg.fps, int(cfg.device) if cfg.device.isdigit() else 0)
     if kind == "opencv":
@@ -270,6 +275,7 @@ class Feed:
         self._stop = threading.Event()
         self._generation = 0
         self._last_frame = time.monotonic()
+        self.last_attempt = time.monotonic()
         self._thread: threading.Thread | None = None
         self._source: Source | None = None
 
@@ -285,6 +291,7 @@ class Feed:
     def _run(self, generation: int) -> None:
         delay = self.retry_initial
         while not self._stop.is_set() and generation == self._generation:
+            self.last_attempt = time.monotonic()
             try:
                 src = self.factory()
                 self.name = src.name
@@ -371,6 +378,13 @@ class Feed:
             if src is not None:
                 threading.Thread(target=_quiet_close, args=(src,), daemon=True).start()
         return frame
+
+    def retrying_alive(self) -> bool:
+        """True while the source is failing but its retries still happen on schedule: a
+        retry stuck inside a driver call stops this, so the systemd watchdog can act."""
+        return (
+            self.state != "running" and time.monotonic() - self.last_attempt < 2 * self.retry_max + self.stall_seconds
+        )
 
     def queue_depth(self) -> int:
         return 0 if self._slot is None else 1

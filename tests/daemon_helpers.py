@@ -27,7 +27,7 @@ def make_clip(fer2013: Path, out: Path, per_class: int = 8, repeat: int = 3, see
     out.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(frames):
         cv2.imwrite(str(out / f"{i:05d}.png"), f)
-    return out, np.asarray(labels)
+    return out, np.asarray(labels).reshape(-1)
 
 
 def write_video(frames_dir: Path, path: Path, fps: float = 15.0) -> Path:

@@ -21,6 +21,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder for checkpoints and figures (default runs/<arch>)")
     p.add_argument("--export-to", help="folder for the two .tflite files (default: the run folder)")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all cores)")
+    p.add_argument("--stop-after", type=int, help="end this call after N epochs; the same command resumes")
     defaults = Recipe()
     for f in fields(Recipe):
         if f.name == "arch":
@@ -86,7 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             federated.run(recipe, cfg, args.data_dir, out, log=_log, export_to=args.export_to)
         return 0
-    train(recipe, args.data_dir, args.out or f"runs/{recipe.arch}", log=_log, export_to=args.export_to)
+    train(
+        recipe,
+        args.data_dir,
+        args.out or f"runs/{recipe.arch}",
+        log=_log,
+        export_to=args.export_to,
+        stop_after=args.stop_after,
+    )
     return 0
 
 

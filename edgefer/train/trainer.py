@@ -108,9 +108,18 @@ class _Progress:
 
 
 def train(
-    recipe: Recipe, data_dir: str | None, out_dir: str | Path, log=print, export_to: str | Path | None = None
+    recipe: Recipe,
+    data_dir: str | None,
+    out_dir: str | Path,
+    log=print,
+    export_to: str | Path | None = None,
+    stop_after: int | None = None,
 ) -> dict:
-    """Train (or resume) into ``out_dir``; returns the final report dict."""
+    """Train (or resume) into ``out_dir``; returns the final report dict.
+
+    ``stop_after`` ends this call after that many epochs (a time box); calling again with
+    the same recipe and folder resumes from the checkpoint.
+    """
     import keras
 
     from edgefer.train import export, plots
@@ -169,11 +178,14 @@ def train(
         model.fit(
             ds_tr,
             validation_data=ds_va,
-            epochs=recipe.epochs,
+            epochs=min(recipe.epochs, state["epoch"] + stop_after) if stop_after else recipe.epochs,
             initial_epoch=state["epoch"],
             verbose=0,
             callbacks=[Keep(), _Progress(recipe.epochs, log).make()],
         )
+    if state["epoch"] < recipe.epochs and state["epoch"] - state["best_epoch"] < recipe.patience:
+        log(f"stopped after epoch {state['epoch']} of {recipe.epochs}; run the same command again to resume")
+        return {"resumable": True, "epoch": state["epoch"]}
     model.load_weights(best_path)
     model.save(out / "best.keras", include_optimizer=False)
 

@@ -1,0 +1,247 @@
+"""edgefer-bench end to end on small real subsets of FER2013, as an evaluator runs it.
+
+Only shapes, fields and agreement are asserted here: speed and memory figures are for the
+benchmark's reader, never for a timed unit test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgefer import LABELS
+from edgefer.bench import composite_clip, composite_frames, main, render
+from edgefer.classifier import Classifier, read_labels
+from edgefer.cli import bench_main
+from edgefer.datasets import FER2013_CLASSES, load_fer2013
+from tests.conftest import MODELS
+
+EDGEFER_MODELS = [MODELS / "edgefer-float32.tflite", MODELS / "edgefer-int8.tflite"]
+
+
+def _fer_installed() -> bool:
+    try:
+        metadata.distribution("fer")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def dataset_run(fer2013: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["--dataset", "fer2013", "--data-dir", str(fer2013), "--limit-per-class", "25", "--threads", "1"]
+    argv += ["--chunk", "25", "--warmup", "5", "--json", str(out / "result.json"), "-q"]
+    for m in EDGEFER_MODELS:
+        argv += ["--model", str(m)]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(argv) == 0
+    return json.loads((out / "result.json").read_text()), buf.getvalue(), out
+
+
+def test_dataset_json_has_every_figure(dataset_run: tuple[dict, str, Path]) -> None:
+    result, _, out = dataset_run
+    assert result["mode"] == "dataset"
+    assert result["dataset"]["images"] == 100
+    assert result["dataset"]["class_counts"] == {lab: 25 for lab in LABELS}
+    assert result["dataset"]["skipped"] == 0
+    assert [m["name"] for m in result["models"]] == ["edgefer-float32", "edgefer-int8"]
+    for m in result["models"]:
+        lat = m["latency_ms"]
+        assert lat["n"] == 100
+        assert 0 < lat["min"] <= lat["median"] <= lat["p95"] <= lat["max"]
+        assert lat["std"] >= 0
+        assert m["fps"] == pytest.approx(1000 / lat["mean"])
+        assert m["cpu_percent_one_core"]["n"] == 4  # one value per round of 25 images
+        assert m["cpu_percent_one_core"]["mean"] > 0
+        assert m["threads"] == 1
+        assert m["runtime"].split()[0] in ("ai-edge-litert", "tflite-runtime", "tensorflow")
+        assert m["storage_bytes"] == Path(m["path"]).stat().st_size
+        mem = m["memory"]
+        assert "error" not in mem, mem
+        assert mem["peak_rss_mb"] >= mem["rss_model_allocated_mb"] > mem["rss_start_mb"] > 0
+        assert isinstance(mem["runtime_overhead_mb"], float)
+        assert set(m["recall"]) == set(LABELS)
+        assert np.array(m["confusion"]).sum() == 100
+        assert Path(m["confusion_png"]).is_file() and Path(m["confusion_png"]).parent == out
+    assert result["models"][1]["quantized"] and not result["models"][0]["quantized"]
+    (ratio,) = result["ratios"]
+    assert ratio["what"] == "int8 / float32"
+    assert ratio["size_ratio"] == pytest.approx(
+        result["models"][1]["storage_bytes"] / result["models"][0]["storage_bytes"]
+    )
+    host = result["host"]
+    assert host["cores_logical"] >= 1 and host["python"] and host["cpu_model"]
+    assert "numpy" in host["packages"]
+    assert result["paper"]["latency_ms_mean"] == 13.92
+
+
+def test_accuracy_is_the_runtimes_own(fer2013: Path, dataset_run: tuple[dict, str, Path]) -> None:
+    result, _, _ = dataset_run
+    data = load_fer2013(fer2013, "test", limit_per_class=25)
+    for path, entry in zip(EDGEFER_MODELS, result["models"], strict=True):
+        clf = Classifier(path, read_labels(MODELS / "labels.txt"), threads=1)
+        pred = clf.predict(data.images).argmax(1)
+        assert entry["accuracy"] == pytest.approx(float(np.mean(pred == data.labels)))
+        confusion = np.zeros((4, 4), np.int64)
+        np.add.at(confusion, (data.labels, pred), 1)
+        assert entry["confusion"] == confusion.tolist()
+
+
+def test_table_keeps_the_papers_figures_beside(dataset_run: tuple[dict, str, Path]) -> None:
+    result, table, _ = dataset_run
+    for figure in ("13.92 ± 1.46", "71.84", "25.30 ± 8.51", "156.10", "71.1 %", "5.5", "1.00"):
+        assert figure in table
+    assert "edgefer-int8 / edgefer-float32" in table
+    assert "% of one core" in table
+    # a saved result renders to the same table
+    assert render(result).strip() == table.strip()
+
+
+def test_thread_sweep_gives_a_row_per_thread_count(fer2013: Path, tmp_path: Path, capsys) -> None:
+    argv = ["--data-dir", str(fer2013), "--limit-per-class", "4", "--threads", "1", "--thread-sweep", "1,2"]
+    argv += [
+        "--model",
+        str(EDGEFER_MODELS[1]),
+        "--no-memory-probe",
+        "--warmup",
+        "2",
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
+    assert main([*argv, "-q"]) == 0
+    (entry,) = json.loads((tmp_path / "r.json").read_text())["models"]
+    assert [s["threads"] for s in entry["thread_sweep"]] == [1, 2]
+    assert all(s["latency_ms"]["n"] == 16 and s["accuracy"] == entry["accuracy"] for s in entry["thread_sweep"])
+    assert "Thread sweep, edgefer-int8" in capsys.readouterr().out
+
+
+def _small_copy(fer2013: Path, dest: Path, layout: str, per_class: int = 3) -> Path:
+    """A tiny FER2013 in either layout users have, with one unreadable item in it."""
+    if layout == "folder":
+        for cls in ("angry", "happy", "sad", "neutral", "fear"):
+            (dest / "test" / cls).mkdir(parents=True)
+            for f in sorted((fer2013 / "test" / cls).glob("*.jpg"))[:per_class]:
+                shutil.copy(f, dest / "test" / cls / f.name)
+        (dest / "test" / "happy" / "broken.jpg").write_bytes(b"not a jpeg")
+        return dest
+    rows = ["emotion,pixels,Usage"]
+    for cls in ("angry", "happy", "sad", "neutral", "fear"):
+        for f in sorted((fer2013 / "test" / cls).glob("*.jpg"))[:per_class]:
+            img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+            rows.append(f"{FER2013_CLASSES.index(cls)},{' '.join(map(str, img.reshape(-1)))},PublicTest")
+    rows.append("3,1 2 3,PublicTest")  # a truncated pixel row
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "fer2013.csv").write_text("\n".join(rows) + "\n")
+    return dest
+
+
+@pytest.mark.parametrize("layout", ["folder", "csv"])
+def test_both_layouts_and_bad_items_are_counted_not_fatal(fer2013: Path, tmp_path: Path, layout: str, capsys) -> None:
+    root = _small_copy(fer2013, tmp_path / "fer", layout)
+    argv = ["--data-dir", str(root), "--model", str(EDGEFER_MODELS[1]), "--no-memory-probe", "--warmup", "1"]
+    assert main([*argv, "--json", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["dataset"]["images"] == 12  # fear is dropped: four classes only
+    assert result["dataset"]["skipped"] == 1
+    assert "1 unreadable image(s) were skipped" in capsys.readouterr().out
+
+
+def test_unknown_dataset_exits_2_listing_the_known_ones(capsys) -> None:
+    assert bench_main(["--dataset", "affectnet"]) == 2
+    err = capsys.readouterr().err
+    assert "affectnet" in err and "known: fer2013" in err
+
+
+def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "nowhere"
+    assert main(["--data-dir", str(missing), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert str(missing) in err
+    assert "fer2013.csv" in err and "--data-dir" in err
+
+
+def test_composite_clip_is_pure_and_places_faces_100_to_160_px(fer2013: Path) -> None:
+    data = load_fer2013(fer2013, "test", limit_per_class=5)
+    frames, labels = composite_clip(data.images, data.labels, 12, faces_per_frame=2, seed=3)
+    again, labels_again = composite_clip(data.images, data.labels, 12, faces_per_frame=2, seed=3)
+    assert len(frames) == 12 and all(f.shape == (480, 640) and f.dtype == np.uint8 for f in frames)
+    assert all(np.array_equal(a, b) for a, b in zip(frames, again, strict=True))
+    assert labels.shape == (12, 2) and np.array_equal(labels, labels_again)
+    assert set(labels.reshape(-1)) <= set(range(len(LABELS)))
+    clip = composite_frames(data.images, data.labels, 12, faces_per_frame=2, seed=3)
+    assert len(clip.frames) == 12
+    for (x0, y0, w0, h0), (x1, _, _, _) in clip.boxes:
+        assert 100 <= w0 == h0 <= 160
+        assert x0 + w0 <= x1  # side by side, never overlapping
+        assert y0 >= 0 and y0 + h0 <= 480
+    different = composite_clip(data.images, data.labels, 12, faces_per_frame=2, seed=4)[0]
+    assert not all(np.array_equal(a, b) for a, b in zip(frames, different, strict=True))
+
+
+def test_pipeline_mode_breaks_down_stages_and_paces(fer2013: Path, tmp_path: Path, capsys) -> None:
+    argv = ["--mode", "pipeline", "--source", "fer2013", "--data-dir", str(fer2013), "--limit-per-class", "5"]
+    argv += ["--frames", "16", "--detector", "haar", "--detect-every", "1,4", "--detect-scale", "0.5"]
+    argv += ["--fps", "30", "--chunk", "8", "--warmup", "2", "--threads", "1", "--json", str(tmp_path / "p.json")]
+    argv += ["--write-clip", str(tmp_path / "clip"), "-q"]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "p.json").read_text())
+    assert result["mode"] == "pipeline"
+    assert result["source"]["frames"] == 16 and result["source"]["size"] == [640, 480]
+    assert result["source"]["decode_included_in_stages"] is False
+    assert [m["name"] for m in result["models"]] == ["edgefer-int8"]
+    every1, every4 = result["variants"]
+    assert (every1["detector"], every1["detect_every"], every4["detect_every"]) == ("haar", 1, 4)
+    for v in (every1, every4):
+        assert set(v["stages_ms"]) == {"detect", "crop", "classify"}
+        assert v["total_ms"]["n"] == 16
+        assert 0 <= v["detection_rate"] <= 1 and v["truth_faces"] == 16
+        paced = v["paced"]
+        assert paced["frames"] == 16 and paced["fps_target"] == 30
+        assert paced["cpu_percent_one_core"] > 0 and paced["max_rate"] == 5.0
+    assert every1["stages_ms"]["detect"]["per_run"]["n"] == 16
+    assert every4["stages_ms"]["detect"]["per_run"]["n"] == 4
+    assert len(list((tmp_path / "clip").glob("frame_*.png"))) == 16
+    table = capsys.readouterr().out
+    assert "haar every 4 scale 0.5" in table and "excluded from the stage times" in table
+
+
+def test_pipeline_on_a_video_file(fer2013: Path, tmp_path: Path) -> None:
+    data = load_fer2013(fer2013, "test", limit_per_class=2)
+    frames, _ = composite_clip(data.images, data.labels, 6)
+    writer = cv2.VideoWriter(str(tmp_path / "c.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 15, (640, 480))
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    argv = ["--mode", "pipeline", "--source", str(tmp_path / "c.avi"), "--frames", "50", "--detector", "haar"]
+    assert main([*argv, "--fps", "0", "--json", str(tmp_path / "p.json"), "-q"]) == 0
+    result = json.loads((tmp_path / "p.json").read_text())
+    assert result["source"]["frames"] == 6  # the file ended before --frames
+    assert result["source"]["decode_ms"]["n"] == 6
+    assert result["variants"][0]["paced"] is None
+
+
+def test_peer_fer_is_measured_where_installed_and_said_otherwise(fer2013: Path, tmp_path: Path, capsys) -> None:
+    argv = ["--data-dir", str(fer2013), "--limit-per-class", "3", "--model", str(EDGEFER_MODELS[1]), "--peer", "fer"]
+    assert main([*argv, "--no-memory-probe", "--warmup", "1", "--json", str(tmp_path / "r.json"), "-q"]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    table = capsys.readouterr().out
+    if _fer_installed():
+        peer = result["models"][-1]
+        assert peer["kind"] == "peer" and peer["peer"] == "fer" and peer["latency_ms"]["n"] == 12
+        assert any(r["what"] == "peer / edgefer" for r in result["ratios"])
+        assert "7-class model" in table
+    else:
+        assert [m["kind"] for m in result["models"]] == ["edgefer"]
+        (missing,) = result["peers_not_measured"]
+        assert missing["name"] == "fer" and "not installed" in missing["reason"]
+        assert "Peer fer not measured" in table

@@ -1,0 +1,67 @@
+"""The training pipeline in miniature (real images, one epoch, both exports, resume), and
+the architectures' budgets. Full training is not run here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgefer.classifier import Classifier
+from edgefer.datasets import load_fer2013
+
+pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.train
+
+
+def test_architectures_keep_the_budget() -> None:
+    from edgefer.train.models import build, count_flops
+
+    paper = build("paper")
+    assert abs(paper.count_params() - 1.45e6) < 0.01e6
+    assert abs(count_flops(paper) - 107e6) < 1e6
+    ours = build("edgefer")
+    assert ours.count_params() <= 1.45e6 and count_flops(ours) <= 107e6
+    assert ours.input_shape == paper.input_shape == (None, 48, 48, 1)
+
+
+def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: Path) -> None:
+    import keras
+
+    from edgefer.train.trainer import Recipe, train
+
+    lines: list[str] = []
+    recipe = Recipe(arch="edgefer", epochs=1, batch_size=32, limit_per_class=40, patience=5)
+    report = train(recipe, str(fer2013), tmp_path / "run", log=lines.append)
+    assert any(line.startswith("epoch 1/1") for line in lines)
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 10_000
+    assert (tmp_path / "run" / "confusion.png").stat().st_size > 10_000
+    f32, i8 = Path(report["files"]["float32"]), Path(report["files"]["int8"])
+    assert i8.stat().st_size * 3 <= f32.stat().st_size
+
+    # The runtime reproduces the Keras model on real faces.
+    faces = load_fer2013(fer2013, "test", limit_per_class=15)
+    model = keras.models.load_model(tmp_path / "run" / "best.keras")
+    ref = model.predict(faces.images.astype(np.float32)[..., None] / 255.0, verbose=0)
+    got = Classifier(f32).predict(faces.images)
+    assert np.allclose(got, ref, atol=1e-4)
+    q = Classifier(i8).predict(faces.images)
+    assert q.shape == ref.shape and np.abs(q - ref).max() < 0.25
+
+    # Resume: a time-boxed call stops after one epoch; the same call again finishes.
+    two = Recipe(**{**recipe.__dict__, "epochs": 2})
+    assert train(two, str(fer2013), tmp_path / "run2", log=lines.append, stop_after=1) == {
+        "resumable": True,
+        "epoch": 1,
+    }
+    lines.clear()
+    train(two, str(fer2013), tmp_path / "run2", log=lines.append)
+    assert any("resuming from" in line and "after epoch 1" in line for line in lines)
+    assert any(line.startswith("epoch 2/2") for line in lines)
+    assert not any(line.startswith("epoch 1/2") for line in lines)
+    state = json.loads((tmp_path / "run2" / "state.json").read_text())
+    assert state["epoch"] == 2 and len(state["history"]["loss"]) == 2
+    with pytest.raises(SystemExit, match="another recipe"):
+        train(Recipe(**{**two.__dict__, "lr": 0.1}), str(fer2013), tmp_path / "run2", log=lines.append)
