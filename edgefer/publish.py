@@ -107,7 +107,9 @@ class MqttOutput:
         self.inflight_max = inflight
         self._lock = threading.Lock()
         self._acked: deque[int] = deque()
-        self._inflight: dict[int, str] = {}
+        self._inflight: dict[int, tuple[str, float]] = {}
+        self._early: dict[int, float] = {}
+        self.ack_timeout = 60.0
         self._ha_online = False
         self.connected = False
         self.state = "connecting"
@@ -135,6 +137,7 @@ class MqttOutput:
         c.on_connect_fail = self._on_connect_fail
         self.client = c
         self._probing = False
+        self._stopping = False
         self._stopping = False
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -244,28 +247,41 @@ class MqttOutput:
         with self._lock:
             acked = list(self._acked)
             self._acked.clear()
-        for mid in acked:
-            key = self._inflight.pop(mid, None)
-            if key is not None:
-                store.delivered(key)
+        # An ack can be handled before publish() has returned its mid to us; keep such
+        # early acks until the mid is known. (No lock may be held around publish():
+        # paho's network thread calls on_publish with its own lock held.)
+        now = time.monotonic()
+        self._early.update(dict.fromkeys(acked, now))
+        for mid, seen in list(self._early.items()):
+            entry = self._inflight.pop(mid, None)
+            if entry is not None:
+                del self._early[mid]
+                store.delivered(entry[0])
                 self.delivered += 1
                 self.last_publish = time.time()
+            elif now - seen > 60:  # acks of stats and discovery, which are not tracked
+                del self._early[mid]
+        if self.connected:
+            # An ack that never came on a live connection (a broker restart between two
+            # reconnects can lose it): send that summary again rather than stall the queue.
+            for mid, (_, sent_at) in list(self._inflight.items()):
+                if now - sent_at > self.ack_timeout:
+                    del self._inflight[mid]
         if not self.connected or len(self._inflight) >= self.inflight_max:
             return 0
-        busy = set(self._inflight.values())
+        busy = {key for key, _ in self._inflight.values()}
         sent = 0
         for it in store.pending(self.inflight_max + len(busy)):
             if it.key in busy:
                 continue
             if len(self._inflight) >= self.inflight_max:
                 break
-            with self._lock:  # the ack may arrive before publish() returns
-                info = self.client.publish(it.topic, it.payload, qos=self.cfg.qos, retain=True)
-                if info.rc != 0:
-                    break
-                self._inflight[info.mid] = it.key
+            info = self.client.publish(it.topic, it.payload, qos=self.cfg.qos, retain=True)
+            if info.rc != 0:
+                break
+            self._inflight[info.mid] = (it.key, now)
             if self.cfg.qos == 0:
-                self._acked.append(info.mid)
+                self._early[info.mid] = now
             sent += 1
         return sent
 
@@ -293,6 +309,7 @@ class MqttOutput:
 
     def stop(self, timeout: float = 3.0) -> None:
         """Publish 'offline' (retained) and disconnect cleanly, waiting briefly for the ack."""
+        self._stopping = True
         self._stopping = True
         if self.connected:
             info = self.client.publish(self.topics["available"], "offline", qos=1, retain=True)
