@@ -141,8 +141,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"queue depth:   {st.get('queue_depth')}   dropped summaries: {st.get('dropped_summaries')}",
         f"cpu/rss:       {st.get('cpu_percent')} % of one core, {st.get('rss_mb')} MB",
     ]
-    if (out.get("session_takeovers") or 0) > 0:
-        lines.append(f"takeovers:     {out['session_takeovers']} (another client uses this client id)")
+    if (out.get("session_takeovers") or 0) + (out.get("instance_conflicts") or 0) > 0:
+        lines.append(
+            f"conflicts:     {out.get('instance_conflicts', 0)} other-instance sightings, "
+            f"{out.get('session_takeovers', 0)} session takeovers (two daemons share a device_id)"
+        )
     if st.get("store_fault"):
         lines.append(f"store fault:   {st['store_fault']}")
     if st.get("last_reload"):

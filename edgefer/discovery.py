@@ -15,7 +15,12 @@ from edgefer import LABELS, __version__
 
 def topics(prefix: str, device: str) -> dict[str, str]:
     base = f"{prefix}/{device}"
-    return {"available": f"{base}/available", "stats": f"{base}/stats", "mood": f"{base}/mood"}
+    return {
+        "available": f"{base}/available",
+        "stats": f"{base}/stats",
+        "mood": f"{base}/mood",
+        "instance": f"{base}/instance",
+    }
 
 
 def _object_id(text: str) -> str:
@@ -133,3 +138,14 @@ def parse_ha_status(payload: bytes) -> str | None:
     except UnicodeDecodeError:
         return None
     return text if text in ("online", "offline") else None
+
+
+def parse_instance(payload: bytes) -> str | None:
+    """Another daemon's instance id (12 hex digits) from the instance topic, else None."""
+    if not isinstance(payload, bytes | bytearray) or len(payload) != 12:
+        return None
+    try:
+        text = bytes(payload).decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return text if all(c in "0123456789abcdef" for c in text) else None

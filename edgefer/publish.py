@@ -17,12 +17,13 @@ import ssl
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any, Protocol
 
 from edgefer.config import MqttConfig
-from edgefer.discovery import parse_ha_status, topics
+from edgefer.discovery import parse_ha_status, parse_instance, topics
 from edgefer.store import Store
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,15 @@ class StdoutOutput:
 class MqttOutput:
     """paho-mqtt client with availability, an ordered outbox pump and HA status intake."""
 
-    def __init__(self, cfg: MqttConfig, device: str, *, ha_status_topic: str | None = None, inflight: int = 5) -> None:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        device: str,
+        *,
+        ha_status_topic: str | None = None,
+        inflight: int = 5,
+        instance: str | None = None,
+    ) -> None:
         import paho.mqtt.client as mqtt
 
         self.cfg = cfg
@@ -117,6 +126,11 @@ class MqttOutput:
         self.delivered = 0
         self.connects = 0
         self.takeovers = 0
+        self.conflicts = 0
+        self.instance = instance or uuid.uuid4().hex[:12]
+        self._connected_at = 0.0
+        self._short_lived = 0
+        self.instance_topic = self.topics["instance"]
         self.last_publish: float | None = None
         c = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
@@ -191,12 +205,18 @@ class MqttOutput:
             log.error("%s; retrying with backoff", self.error)
             return
         self.connected = True
+        self._connected_at = time.monotonic()
         self.connects += 1
         self.state = "connected"
-        # a session takeover stays visible: the other instance will take it again
-        self.error = self.error if self.takeovers else None
+        # a conflict stays visible: the other instance will be back
+        self.error = self.error if self.takeovers or self.conflicts else None
         log.info("connected to %s:%d as %s", self.cfg.host, self.cfg.port, self.cfg.client_id)
         client.publish(self.topics["available"], "online", qos=1, retain=True)
+        # Two daemons publishing as one device would mix their summaries silently. Each
+        # announces its instance id (kept in its state directory, so a restart keeps it);
+        # any other id on the topic means another daemon runs with this device id.
+        client.subscribe(self.instance_topic, qos=1)
+        client.publish(self.instance_topic, self.instance, qos=1, retain=True)
         if self.ha_status_topic:
             client.subscribe(self.ha_status_topic, qos=1)
         with self._lock:
@@ -214,7 +234,20 @@ class MqttOutput:
                 f"({self.takeovers} times): two daemons share one device_id or client_id"
             )
             log.error(self.error)
+        elif was and not self._stopping and time.monotonic() - self._connected_at < 5:
+            # dropped right after connecting, again and again: the broker is handing our
+            # client id to someone else (MQTT 3 brokers just close the socket)
+            self._short_lived += 1
+            if self._short_lived >= 3:
+                self.takeovers += 1
+                self.state = "conflict"
+                self.error = (
+                    f"the broker keeps dropping client id {self.cfg.client_id!r} right after connecting "
+                    f"({self._short_lived} times): another client probably uses the same client id"
+                )
+                log.error(self.error)
         elif was and not self._stopping:
+            self._short_lived = 0
             self.state = "disconnected"
             self.error = f"lost connection to {self.cfg.host}:{self.cfg.port}: {reason_code}"
             log.warning("%s; reconnecting", self.error)
@@ -224,6 +257,16 @@ class MqttOutput:
             self._acked.append(mid)
 
     def _on_message(self, client, userdata, msg) -> None:
+        if msg.topic == self.instance_topic:
+            other = parse_instance(msg.payload)
+            if other and other != self.instance:
+                self.conflicts += 1
+                self.state = "conflict"
+                self.error = (
+                    f"another edgefer instance ({other}) publishes as this device; give each daemon its own device_id"
+                )
+                log.error("%s (seen %d times)", self.error, self.conflicts)
+            return
         if msg.topic != self.ha_status_topic:
             return
         if parse_ha_status(msg.payload) == "online":
@@ -302,6 +345,8 @@ class MqttOutput:
             "error": self.error,
             "connects": self.connects,
             "session_takeovers": self.takeovers,
+            "instance_conflicts": self.conflicts,
+            "instance": self.instance,
             "inflight": len(self._inflight),
             "delivered": self.delivered,
             "last_publish": self.last_publish,
@@ -312,6 +357,7 @@ class MqttOutput:
         self._stopping = True
         self._stopping = True
         if self.connected:
+            self.client.publish(self.instance_topic, "", qos=1, retain=True)
             info = self.client.publish(self.topics["available"], "offline", qos=1, retain=True)
             deadline = time.monotonic() + timeout
             while not info.is_published() and time.monotonic() < deadline and self.connected:

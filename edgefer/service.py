@@ -154,7 +154,7 @@ class Service:
         if not cfg.mqtt.enabled:
             return StdoutOutput()
         ha = f"{cfg.homeassistant.prefix}/status" if cfg.homeassistant.enabled else None
-        return MqttOutput(cfg.mqtt, cfg.device_id, ha_status_topic=ha)
+        return MqttOutput(cfg.mqtt, cfg.device_id, ha_status_topic=ha, instance=self.store.instance_id())
 
     def _feed(self, cfg: Config) -> Feed:
         s = cfg.source

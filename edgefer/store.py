@@ -166,6 +166,23 @@ class Store:
         if state_json is not None:
             self._mem_state = state_json
 
+    def instance_id(self) -> str:
+        """A random id made once per state directory: it tells this daemon's announcements
+        apart from another daemon's that uses the same device id."""
+        import uuid
+
+        db = self._usable()
+        if db is not None:
+            try:
+                value = self._get(db, "instance")
+                if value is None:
+                    value = uuid.uuid4().hex[:12]
+                    db.execute("INSERT OR REPLACE INTO kv VALUES ('instance', ?)", (value,))
+                return value
+            except sqlite3.Error as exc:
+                self._fail(exc)
+        return uuid.uuid4().hex[:12]
+
     def save_state(self, mood_state: dict) -> None:
         self.enqueue([], mood_state)
 

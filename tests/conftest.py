@@ -27,6 +27,7 @@ def fer2013() -> Path:
 
 # -- a real mosquitto broker on a free port ------------------------------------------------
 
+import getpass  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -53,7 +54,9 @@ class Broker:
         self.port = port or free_port()
         self.workdir = workdir
         self.conf = workdir / f"mosquitto-{self.port}.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}")
+        # as root, mosquitto would switch to its own user, who cannot read the test's files
+        user = f"user {getpass.getuser()}\n"
+        self.conf.write_text(f"{user}listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}")
         self.proc: subprocess.Popen | None = None
         self.log = workdir / f"mosquitto-{self.port}.log"
 

@@ -120,6 +120,8 @@ def test_sigkill_then_restart_loses_and_repeats_nothing(broker: Broker, clip, tm
     hour_before = max((p for p in before.values() if p["window"] == "1h"), key=lambda p: p["seq"])
     d2 = Daemon(tmp_path, cfg, name="again").start()
     assert sub.wait_for(lambda m: len(mood_payloads(m)) >= len(before) + 4, 40), d2.logs()
+    # a restart of the same device is not a second instance: its old retained id is ignored
+    assert d2.status(state)["output"]["instance_conflicts"] == 0
     d2.stop()
     sub.stop()
     keys = [p["key"] for p in mood_payloads(sub.messages)]

@@ -160,9 +160,10 @@ def test_second_instance_with_the_same_id_is_reported(broker: Broker, clip, tmp_
     d1.wait_status(cfgs[0][0], lambda s: s["output"]["connected"])
     d2 = Daemon(tmp_path, cfgs[1][1], name="b").start()
     try:
-        st = d1.wait_status(cfgs[0][0], lambda s: s["output"]["session_takeovers"] >= 1, 30)
-        assert st["output"]["state"] in ("conflict", "connected")
-        assert "took over the session" in (st["output"]["error"] or d1.logs())
+        st = d1.wait_status(cfgs[0][0], lambda s: s["output"]["instance_conflicts"] >= 1, 30)
+        assert "another edgefer instance" in st["output"]["error"]
+        st2 = d2.wait_status(cfgs[1][0], lambda s: s["output"]["instance_conflicts"] >= 1, 30)
+        assert st["output"]["instance"] in st2["output"]["error"] or st2["output"]["instance"] in st["output"]["error"]
     finally:
         d1.stop()
         d2.stop()
