@@ -48,8 +48,9 @@ def _check(cond: bool, msg: str) -> None:
 
 @dataclass
 class SourceConfig:
-    #: auto | picamera2 | opencv | folder | demo. auto: picamera2 if importable and a
-    #: camera is attached, else the first V4L2 camera, else the embedded demo.
+    #: auto | picamera2 | opencv | folder | demo. auto: the Pi camera when one is attached,
+    #: else a folder when device is a directory, else OpenCV on device (retried until it
+    #: appears). Never the demo: its photograph's mood must not pass for a real one.
     kind: str = "auto"
     #: opencv: camera index ("0"), device path ("/dev/video0"), file or stream URL;
     #: folder: a directory of images.

@@ -113,7 +113,7 @@ def discovery_messages(
         payload = {
             **e,
             "unique_id": f"{node}_{key}",
-            "default_entity_id": f"sensor.{node}_{key}",
+            "default_entity_id": "sensor." + re.sub(r"[^a-z0-9_]", "_", f"{node}_{key}".lower()),
             "state_topic": f"{t['mood']}/{window}" if source == "mood" else t["stats"],
             "availability_topic": t["available"],
             "payload_available": "online",

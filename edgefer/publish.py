@@ -3,8 +3,9 @@
 Summaries never go to the broker directly: the service puts them in the store's outbox
 and :meth:`pump` sends the oldest ones, a few in flight at a time, deleting each only when
 the broker acknowledges it. Order is kept and nothing is lost within the outbox bound;
-paho re-sends in-flight messages itself after a reconnect, which can at worst repeat one
-(every summary carries a ``key`` for consumers to drop repeats).
+paho re-sends in-flight messages itself after a reconnect, and a crash can leave the
+in-flight window (5 summaries) acknowledged but not yet deleted, so delivery is at least
+once: every summary carries a ``key`` for consumers to drop repeats.
 """
 
 from __future__ import annotations
@@ -364,3 +365,5 @@ class MqttOutput:
                 time.sleep(0.02)
         self.client.disconnect()
         self.client.loop_stop()
+        self.connected = False
+        self.state = "stopped"

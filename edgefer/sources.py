@@ -30,7 +30,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp", ".tif", ".ti
 
 def redact(device: str) -> str:
     """A stream URL without its user:password, for logs, status and stats."""
-    return re.sub(r"://[^/@]*@", "://***@", device)
+    return re.sub(r"://.*@", "://***@", device)  # greedy: a stray '@' or '/' in a password
 
 
 class SourceError(RuntimeError):

@@ -241,5 +241,6 @@ def test_flower_rounds_produce_the_example_weighted_average_of_client_updates(fe
     assert centralized_fields <= set(saved)
     assert saved["federated"]["clients"] == 2 and saved["federated"]["partition"] == "dirichlet"
     assert saved["recipe"] == asdict(recipe)
-    for path in saved["files"].values():
-        assert Path(path).stat().st_size > 10_000
+    for entry in saved["files"].values():
+        assert Path(entry["path"]).stat().st_size > 10_000
+        assert entry["test"]["argmax_agreement_with_keras"] > 0.9

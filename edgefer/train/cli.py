@@ -22,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--export-to", help="folder for the two .tflite files (default: the run folder)")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all cores)")
     p.add_argument("--stop-after", type=int, help="end this call after N epochs; the same command resumes")
+    p.add_argument("--finalize", action="store_true", help="evaluate and export the run in --out without training")
     defaults = Recipe()
     for f in fields(Recipe):
         if f.name == "arch":
@@ -61,8 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    from edgefer.train.trainer import train
+    from edgefer.train.trainer import finalize, train
 
+    if args.finalize:
+        if not args.out:
+            print("--finalize needs --out RUN_DIR", file=sys.stderr)
+            return 2
+        finalize(args.out, args.data_dir, args.export_to, log=_log)
+        return 0
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
     if args.federated or args.flower_app:
         from edgefer.train import federated

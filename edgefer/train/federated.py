@@ -44,7 +44,7 @@ from edgefer import LABELS, __version__
 from edgefer.datasets import Dataset, load_fer2013, stratified_split
 from edgefer.metrics import summary
 from edgefer.train import partition as part
-from edgefer.train.trainer import Recipe, make_dataset, predict_probs
+from edgefer.train.trainer import Recipe, evaluate_and_export, make_dataset, predict_probs
 
 DP_MODES = ("none", "central")
 #: A Pi may need an hour or more for a round of local epochs; a reply that takes longer
@@ -535,7 +535,6 @@ def serve(
 
 def _finish(model, recipe, cfg, state, tr, va, data_dir, out, log, export_to, extra: dict) -> dict:
     """Best round -> validation, test, figures, TFLite and report.json, as the centralized path."""
-    from edgefer.train import export, plots
     from edgefer.train.models import count_flops
 
     with np.load(out / "best.npz") as z:
@@ -568,33 +567,10 @@ def _finish(model, recipe, cfg, state, tr, va, data_dir, out, log, export_to, ex
         },
     }
     report["validation"] = summary(va.labels, predict_probs(model, va.images).argmax(1), LABELS)
-    try:
-        test = load_fer2013(data_dir, "test")
-    except Exception as exc:  # a train-only copy is fine; the test figure is then absent
-        log(f"no test split: {exc}")
-    else:
-        for flip in (False, True):
-            res = summary(test.labels, predict_probs(model, test.images, flip_average=flip).argmax(1), LABELS)
-            report["keras_test_flip" if flip else "keras_test"] = res
-        plots.confusion_png(
-            np.array(report["keras_test"]["confusion"]),
-            LABELS,
-            out / "confusion.png",
-            f"{recipe.arch} (FedAvg) on FER2013 PublicTest, acc {report['keras_test']['accuracy']:.3f}",
-        )
-        log(
-            f"FER2013 PublicTest accuracy {report['keras_test']['accuracy']:.4f} "
-            f"(flip-averaged {report['keras_test_flip']['accuracy']:.4f})"
-        )
     dest = Path(export_to) if export_to else out
-    calib = export.calibration_sample(tr.images, tr.labels)
-    stem = f"{recipe.arch}-federated"
-    report["files"] = {
-        "float32": str(export.to_tflite(model, dest / f"{stem}-float32.tflite")),
-        "int8": str(export.to_tflite(model, dest / f"{stem}-int8.tflite", int8=True, calibration=calib)),
-    }
+    evaluate_and_export(model, f"{recipe.arch}-federated", tr, data_dir, out, dest, report, log)
     _write_json(out / "report.json", report)
-    log(f"best round {state['best_round']} (val_acc {state['best_val']:.4f}); exported {report['files']}")
+    log(f"best round {state['best_round']} (val_acc {state['best_val']:.4f})")
     return report
 
 

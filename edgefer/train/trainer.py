@@ -122,7 +122,6 @@ def train(
     """
     import keras
 
-    from edgefer.train import export, plots
     from edgefer.train.models import build, count_flops
 
     out = Path(out_dir)
@@ -188,7 +187,27 @@ def train(
         return {"resumable": True, "epoch": state["epoch"]}
     model.load_weights(best_path)
     model.save(out / "best.keras", include_optimizer=False)
+    return finalize(out, data_dir, export_to, log=log)
 
+
+def finalize(run_dir: str | Path, data_dir: str | None, export_to: str | Path | None = None, log=print) -> dict:
+    """Evaluate a finished run's best model, export both TFLite files and check them.
+
+    Separate from :func:`train` so a run's files can be rebuilt (or a run stopped early
+    exported) without training again: ``edgefer-train --finalize --out RUN``.
+    """
+    import keras
+
+    from edgefer.train import plots
+    from edgefer.train.models import count_flops
+
+    out = Path(run_dir)
+    state = json.loads((out / "state.json").read_text())
+    recipe = Recipe(**state["recipe"])
+    model = keras.models.load_model(out / "best.keras")
+    full = load_fer2013(data_dir, "train", limit_per_class=recipe.limit_per_class)
+    keep, held = stratified_split(full.labels, recipe.val_fraction, recipe.seed)
+    tr, va = full.subset(keep), full.subset(held)
     report: dict = {
         "arch": recipe.arch,
         "params": model.count_params(),
@@ -196,33 +215,52 @@ def train(
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
         "recipe": asdict(recipe),
+        "validation": summary(va.labels, predict_probs(model, va.images).argmax(1), LABELS),
     }
-    report["validation"] = summary(va.labels, predict_probs(model, va.images).argmax(1), LABELS)
     plots.curves_png(state["history"], out / "curves.png", f"{recipe.arch}: training curves")
+    evaluate_and_export(model, recipe.arch, tr, data_dir, out, Path(export_to) if export_to else out, report, log)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def evaluate_and_export(model, stem: str, tr, data_dir: str | None, out: Path, dest: Path, report: dict, log) -> None:
+    """Export ``<stem>-float32.tflite`` and ``<stem>-int8.tflite`` into ``dest`` and add to
+    ``report`` the Keras and per-file PublicTest figures (accuracy, macro-F1, agreement of
+    each file's argmax with the Keras model), with a confusion PNG per file in ``out``."""
+    from edgefer.classifier import Classifier
+    from edgefer.train import export, plots
+
+    calib = export.calibration_sample(tr.images, tr.labels)
+    files = {
+        "float32": export.to_tflite(model, dest / f"{stem}-float32.tflite"),
+        "int8": export.to_tflite(model, dest / f"{stem}-int8.tflite", int8=True, calibration=calib),
+    }
+    report["files"] = {k: {"path": str(v), "bytes": v.stat().st_size} for k, v in files.items()}
     try:
         test = load_fer2013(data_dir, "test")
-    except Exception as exc:  # a train-only copy is fine; the test figure is then absent
+    except Exception as exc:  # a train-only copy is fine; the test figures are then absent
         log(f"no test split: {exc}")
     else:
-        for flip in (False, True):
-            res = summary(test.labels, predict_probs(model, test.images, flip_average=flip).argmax(1), LABELS)
-            report["keras_test_flip" if flip else "keras_test"] = res
-        plots.confusion_png(
-            np.array(report["keras_test"]["confusion"]),
-            LABELS,
-            out / "confusion.png",
-            f"{recipe.arch} (Keras) on FER2013 PublicTest, acc {report['keras_test']['accuracy']:.3f}",
-        )
+        probs = predict_probs(model, test.images)
+        ref = probs.argmax(1)
+        report["keras_test"] = summary(test.labels, ref, LABELS)
+        flip = predict_probs(model, test.images, flip_average=True).argmax(1)
+        report["keras_test_flip"] = summary(test.labels, flip, LABELS)
+        for kind, path in files.items():
+            got = Classifier(path, threads=2).predict_labels(test.images)
+            res = summary(test.labels, got, LABELS)
+            res["argmax_agreement_with_keras"] = float((got == ref).mean())
+            report["files"][kind]["test"] = res
+            plots.confusion_png(
+                np.array(res["confusion"]),
+                LABELS,
+                out / f"confusion-{kind}.png",
+                f"{path.name} on FER2013 PublicTest (4 classes), accuracy {res['accuracy']:.3f}",
+            )
+            log(f"{path.name}: accuracy {res['accuracy']:.4f}, macro-F1 {res['macro_f1']:.4f}, "
+                f"agreement with Keras {res['argmax_agreement_with_keras']:.4f}")  # fmt: skip
         log(
-            f"FER2013 PublicTest accuracy {report['keras_test']['accuracy']:.4f} "
+            f"Keras on FER2013 PublicTest: accuracy {report['keras_test']['accuracy']:.4f} "
             f"(flip-averaged {report['keras_test_flip']['accuracy']:.4f})"
         )
-    dest = Path(export_to) if export_to else out
-    calib = export.calibration_sample(tr.images, tr.labels)
-    report["files"] = {
-        "float32": str(export.to_tflite(model, dest / f"{recipe.arch}-float32.tflite")),
-        "int8": str(export.to_tflite(model, dest / f"{recipe.arch}-int8.tflite", int8=True, calibration=calib)),
-    }
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    log(f"exported {report['files']}")
-    return report
+    log(f"exported {', '.join(str(p) for p in files.values())}")

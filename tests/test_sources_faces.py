@@ -1,0 +1,87 @@
+"""Frame sources and face cropping as plain functions and small classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgefer.config import SourceConfig
+from edgefer.faces import Face, FaceStage, HaarDetector, crop_face, scale_faces
+from edgefer.sources import Feed, FolderSource, OpenCVSource, make_source, redact, to_gray
+
+
+def test_redact_hides_credentials_in_stream_urls() -> None:
+    assert redact("rtsp://user:pa@ss/word@cam.local:554/stream") == "rtsp://***@cam.local:554/stream"
+    assert redact("/dev/video0") == "/dev/video0"
+    assert OpenCVSource("rtsp://u:p@host/x").name == "opencv:rtsp://***@host/x"
+
+
+def test_to_gray_accepts_what_backends_return() -> None:
+    bgr = np.zeros((4, 6, 3), np.uint8)
+    bgr[..., 2] = 255  # red
+    assert to_gray(bgr).shape == (4, 6) and int(to_gray(bgr)[0, 0]) == 76
+    assert to_gray(np.ones((4, 6), np.float32)).max() == 255
+    assert to_gray(np.zeros((4, 6, 1), np.uint8)).shape == (4, 6)
+
+
+def test_auto_source_never_falls_back_to_the_demo(tmp_path: Path) -> None:
+    assert make_source(SourceConfig(kind="auto", device="7")).name == "opencv:7"  # retried, not replaced
+    assert make_source(SourceConfig(kind="auto", device=str(tmp_path))).name == f"folder:{tmp_path}"
+
+
+def test_folder_feed_hands_over_every_frame_then_ends(tmp_path: Path) -> None:
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((32, 32), i * 10, np.uint8))
+    (tmp_path / "junk.png").write_bytes(b"nope")
+    feed = Feed(lambda: FolderSource(str(tmp_path)), pace=False)
+    feed.start()
+    got = []
+    while not feed.ended or feed.queue_depth():
+        f = feed.get(1.0)
+        if f is not None:
+            got.append(int(f.gray[0, 0]))
+    feed.stop()
+    assert got == [0, 10, 20, 30, 40] and feed.dropped == 0
+
+
+def test_crop_is_square_with_margin_and_levels_the_eyes() -> None:
+    img = np.zeros((200, 200), np.uint8)
+    img[50:150, 50:150] = 255  # the "face" box
+    c = crop_face(img, Face(50, 50, 100, 100), margin=0.25)
+    assert c.shape == (48, 48)
+    # a quarter of the box as margin on each side: the bright square fills the middle 2/3
+    assert c[24, 24] == 255 and c[2, 24] == 0 and c[24, 2] == 0
+    tilted = np.zeros((200, 200), np.uint8)
+    cv2.line(tilted, (60, 80), (140, 120), 255, 3)  # a line through both eyes, tilted
+    flat = crop_face(tilted, Face(50, 50, 100, 100, eyes=((60, 80), (140, 120))), margin=0.0)
+    rows = np.flatnonzero(flat.max(axis=1) > 128)
+    assert rows.max() - rows.min() <= 4  # the eye line is horizontal after levelling
+
+
+def test_scale_faces_and_held_boxes(fer2013: Path) -> None:
+    assert scale_faces([Face(10, 20, 30, 40, eyes=((1, 2), (3, 4)))], 2.0)[0] == Face(
+        20, 40, 60, 80, eyes=((2, 4), (6, 8))
+    )
+    face = cv2.imread(str(sorted((fer2013 / "test" / "happy").glob("*.jpg"))[0]), cv2.IMREAD_GRAYSCALE)
+    frame = np.full((480, 640), 120, np.uint8)
+    frame[100:340, 200:440] = cv2.resize(face, (240, 240))
+    stage = FaceStage(HaarDetector(), detect_scale=0.5, detect_every=3, min_face=60)
+    runs = [stage.faces(frame)[1] for _ in range(6)]
+    assert runs == [True, False, False, True, False, False] and stage.detections == 2
+    boxes, _ = stage.faces(frame)
+    assert boxes, "the face should be found"
+    b = boxes[0]
+    assert 150 <= b.x + b.w / 2 <= 490 and 50 <= b.y + b.h / 2 <= 390
+
+
+@pytest.mark.parametrize("device", ["Kitchen-1", "hall"])
+def test_entity_ids_are_valid_home_assistant_ids(device: str) -> None:
+    from edgefer.discovery import discovery_messages
+
+    for _, p in discovery_messages(device=device, prefix="e", ha_prefix="h", window="1m", stats_every=30,
+                                   publish_every=60):  # fmt: skip
+        obj = p["default_entity_id"].split(".", 1)[1]
+        assert p["default_entity_id"].startswith("sensor.") and obj == obj.lower() and "-" not in obj
