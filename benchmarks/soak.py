@@ -83,6 +83,7 @@ def soak(workdir: Path, seconds: float, flap_every: float, down_for: float, log=
     t = np.array([s["t"] for s in samples])
     rss = np.array([s["rss_mb"] for s in samples])
     warm = t > min(60.0, seconds / 4)  # ignore start-up growth (imports, allocator warm-up)
+    base = next(i for i, w in enumerate(warm) if w) if warm.any() else 0  # connections are open by then
     slope = float(np.polyfit(t[warm] / 3600, rss[warm], 1)[0]) if warm.sum() > 2 else float("nan")
     return {
         "seconds": seconds,
@@ -90,9 +91,9 @@ def soak(workdir: Path, seconds: float, flap_every: float, down_for: float, log=
         "exit_code": code,
         "frames": samples[-1]["frames"] if samples else 0,
         "rss_mb": {"start": float(rss[0]), "end": float(rss[-1]), "max": float(rss.max()), "slope_mb_per_hour": slope},
-        "fds": {"start": samples[0]["fds"], "end": samples[-1]["fds"], "max": max(s["fds"] for s in samples)},
+        "fds": {"start": samples[base]["fds"], "end": samples[-1]["fds"], "max": max(s["fds"] for s in samples)},
         "threads": {
-            "start": samples[0]["threads"],
+            "start": samples[base]["threads"],
             "end": samples[-1]["threads"],
             "max": max(s["threads"] for s in samples),
         },

@@ -302,6 +302,7 @@ class Service:
                 "name": self.feed.name,
                 "state": self.feed.state,
                 "error": self.feed.error,
+                "last_error": self.feed.last_error,
                 "restarts": self.feed.restarts,
             },
             "detector": self.faces.detector.name,

@@ -265,6 +265,8 @@ class Feed:
         self.retry_initial, self.retry_max = retry_initial, retry_max
         self.state = "starting"
         self.error: str | None = None
+        #: the most recent error, kept after recovery so status shows what happened
+        self.last_error: str | None = None
         self.name = "?"
         self.dropped = 0
         self.frames = 0
@@ -325,7 +327,7 @@ class Feed:
             delay = min(delay * 2, self.retry_max)
 
     def _fail(self, msg: str, delay: float) -> None:
-        self.error = msg
+        self.error = self.last_error = msg
         self.state = f"retrying in {delay:.0f}s"
         log.warning("source %s: %s; retrying in %.0f s", self.name, msg, delay)
 
@@ -370,7 +372,7 @@ class Feed:
             self._cond.notify_all()
         if frame is None and self.state == "running" and time.monotonic() - self._last_frame > self.stall_seconds:
             self.restarts += 1
-            self.error = f"no frame for {self.stall_seconds:.0f}s"
+            self.error = self.last_error = f"no frame for {self.stall_seconds:g}s"
             self.state = "stalled, reopening"
             log.warning("source %s stalled (%s); reopening", self.name, self.error)
             src = self._source

@@ -130,7 +130,7 @@ def test_camera_stall_and_unplug_are_noticed_and_recovered(broker: Broker, clip,
         assert st["source"]["name"] == "picamera2:0"
         control.write_text("stall")
         st = d.wait_status(state, lambda s: s["source"]["restarts"] >= 1, 20)
-        assert "no frame for" in (st["source"]["error"] or "")
+        assert "no frame for" in (st["source"]["last_error"] or "")
         control.write_text("unplug")
         d.wait_status(state, lambda s: s["source"]["state"].startswith("retrying"), 20)
         control.write_text("ok")
