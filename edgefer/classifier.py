@@ -89,8 +89,12 @@ class Classifier:
         *,
         threads: int = 1,
         runtime: str | None = None,
+        flip_average: bool = False,
     ) -> None:
         self.path = Path(model_path)
+        #: average each face's probabilities with its mirror image's: +1.3 points on FER2013
+        #: PublicTest for the shipped model, for a second (batched) inference per face
+        self.flip_average = flip_average
         self.labels = labels or LABELS
         self.threads = threads
         data = self._read(self.path)
@@ -162,6 +166,12 @@ class Classifier:
             raise ValueError(f"faces must be (N, 48, 48) uint8, got {faces.shape}")
         if len(faces) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
+        if self.flip_average:
+            both = self._infer(np.concatenate([faces, faces[:, :, ::-1]]))
+            return (both[: len(faces)] + both[len(faces) :]) / 2
+        return self._infer(faces)
+
+    def _infer(self, faces: np.ndarray) -> np.ndarray:
         self._resize(len(faces))
         self._interp.set_tensor(self._in["index"], self.prepare(faces))
         self._interp.invoke()
@@ -183,6 +193,7 @@ class Classifier:
             "path": str(self.path),
             "runtime": self.runtime,
             "threads": self.threads,
+            "flip_average": self.flip_average,
             "input_dtype": np.dtype(self.input.dtype).name,
             "size_bytes": self.size_bytes,
             "labels": list(self.labels),

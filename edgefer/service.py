@@ -60,7 +60,7 @@ def build_classifier(cfg: Config) -> Classifier:
     if cfg.classifier.labels and not labels_file.exists():
         raise ModelError(f"{labels_file}: labels file not found (classifier.labels)")
     labels = read_labels(labels_file) if labels_file.exists() else LABELS
-    return Classifier(model, labels, threads=cfg.classifier.threads)
+    return Classifier(model, labels, threads=cfg.classifier.threads, flip_average=cfg.classifier.flip_average)
 
 
 class Ewma:

@@ -92,3 +92,11 @@ def test_wrong_input_shape_is_refused(tmp_path: Path) -> None:
     del tf
     with pytest.raises(ModelError, match=r"input shape \[1, 64, 64, 1\] is not \[N, 48, 48, 1\]"):
         Classifier(path)
+
+
+def test_flip_average_is_the_mean_of_face_and_mirror(sample) -> None:
+    plain = Classifier(MODELS / "edgefer-float32.tflite")
+    flip = Classifier(MODELS / "edgefer-float32.tflite", flip_average=True)
+    faces = sample.images[:10]
+    expected = (plain.predict(faces) + plain.predict(faces[:, :, ::-1])) / 2
+    assert np.allclose(flip.predict(faces), expected, atol=1e-5)
