@@ -60,6 +60,12 @@ def config_text(port: int, state: Path, source: str, **extra: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def looping_config(port: int, state: Path, source: str, windows: str = '["5s", "1m"]', **extra: str) -> str:
+    """A looping clip at its own pace with summaries every 5 s: the live-camera stand-in."""
+    live = {"source.loop": "true", "source.pace": "true", "mood.windows": windows, "mood.publish_every": '"5s"'}
+    return config_text(port, state, source, **{**live, **extra})
+
+
 class Daemon:
     def __init__(self, workdir: Path, config: str, env: dict | None = None, name: str = "edgefer") -> None:
         self.workdir = workdir

@@ -19,7 +19,15 @@ from edgefer import LABELS
 from edgefer.classifier import Classifier
 from edgefer.datasets import load_fer2013
 from tests.conftest import MODELS, Broker, Collector
-from tests.daemon_helpers import Daemon, config_text, make_clip, mood_payloads, produced_keys, write_video
+from tests.daemon_helpers import (
+    Daemon,
+    config_text,
+    looping_config,
+    make_clip,
+    mood_payloads,
+    produced_keys,
+    write_video,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -71,12 +79,7 @@ def test_broker_outage_delivers_everything_in_order(clip, tmp_path: Path) -> Non
     frames, _ = clip
     broker = Broker(tmp_path).start()
     state = tmp_path / "state"
-    cfg = config_text(
-        broker.port,
-        state,
-        str(frames),
-        **{"source.loop": "true", "source.pace": "true", "mood.windows": '["5s", "10s"]', "mood.publish_every": '"5s"'},
-    )
+    cfg = looping_config(broker.port, state, str(frames), '["5s", "10s"]')
     sub = Collector(broker.port)
     d = Daemon(tmp_path, cfg).start()
     try:
@@ -105,12 +108,7 @@ def test_broker_outage_delivers_everything_in_order(clip, tmp_path: Path) -> Non
 def test_sigkill_then_restart_loses_and_repeats_nothing(broker: Broker, clip, tmp_path: Path) -> None:
     frames, _ = clip
     state = tmp_path / "state"
-    cfg = config_text(
-        broker.port,
-        state,
-        str(frames),
-        **{"source.loop": "true", "source.pace": "true", "mood.windows": '["5s", "1h"]', "mood.publish_every": '"5s"'},
-    )
+    cfg = looping_config(broker.port, state, str(frames), '["5s", "1h"]')
     sub = Collector(broker.port)
     d = Daemon(tmp_path, cfg).start()
     assert sub.wait_for(lambda m: len(mood_payloads(m)) >= 4, 40), d.logs()

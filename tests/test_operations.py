@@ -17,7 +17,7 @@ import pytest
 
 from edgefer import LABELS
 from tests.conftest import Broker, Collector
-from tests.daemon_helpers import Daemon, config_text, make_clip, mood_payloads
+from tests.daemon_helpers import Daemon, config_text, looping_config, make_clip, mood_payloads
 
 pytestmark = pytest.mark.slow
 
@@ -46,12 +46,7 @@ def test_privacy_only_small_aggregate_json_leaves_and_nothing_is_written(broker:
     for d in (home, work, tmp):
         d.mkdir()
     sub = Collector(broker.port)
-    cfg = config_text(
-        broker.port,
-        state,
-        str(frames),
-        **{"source.loop": "true", "source.pace": "true", "mood.windows": '["5s", "1m"]', "mood.publish_every": '"5s"'},
-    )
+    cfg = looping_config(broker.port, state, str(frames), '["5s", "1m"]')
     env = {"HOME": str(home), "TMPDIR": str(tmp), "XDG_CACHE_HOME": str(home / ".cache"), "MPLCONFIGDIR": str(tmp)}
     d = Daemon(work, cfg, env=env)
     d.start()
@@ -175,12 +170,7 @@ def test_second_instance_with_the_same_id_is_reported(broker: Broker, clip, tmp_
 def test_status_and_report_commands(broker: Broker, clip, tmp_path: Path) -> None:
     frames, _ = clip
     state = tmp_path / "state"
-    cfg = config_text(
-        broker.port,
-        state,
-        str(frames),
-        **{"source.loop": "true", "source.pace": "true", "mood.windows": '["5s", "1m"]', "mood.publish_every": '"5s"'},
-    )
+    cfg = looping_config(broker.port, state, str(frames), '["5s", "1m"]')
     d = Daemon(tmp_path, cfg).start()
     try:
         d.wait_status(state, lambda s: s["output"].get("delivered", 0) >= 4, 40)
