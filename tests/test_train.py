@@ -44,7 +44,7 @@ def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: P
 
     # The runtime reproduces the Keras model on real faces.
     faces = load_fer2013(fer2013, "test", limit_per_class=15)
-    model = keras.models.load_model(tmp_path / "run" / "best.keras")
+    model = keras.models.load_model(tmp_path / "run" / "edgefer.keras")  # the exported weights (precise BN)
     ref = model.predict(faces.images.astype(np.float32)[..., None] / 255.0, verbose=0)
     got = Classifier(f32).predict(faces.images)
     assert np.allclose(got, ref, atol=1e-4)
