@@ -1354,13 +1354,13 @@ def markdown_dataset(result: dict[str, Any]) -> str:
         f"Host: {h['cpu_model']}{' (' + h['board'] + ')' if h.get('board') else ''}, {h['cores_usable']} usable "
         f"cores, {h['os']}, Python {h['python']}; {pk}. Load average at start: "
         f"{', '.join(f'{x:.2f}' for x in h.get('load_average_before') or [])}.",
-        "",
-        "Notes:",
-        "",
-        *(f"- {n}" for n in result["notes"]),
-        "",
+        *_notes(result),
     ]
     return "\n".join(out)
+
+
+def _notes(result: dict[str, Any]) -> list[str]:
+    return ["", "Notes:", "", *(f"- {n}" for n in result["notes"]), ""]
 
 
 def markdown_pipeline(result: dict[str, Any]) -> str:
@@ -1403,11 +1403,7 @@ def markdown_pipeline(result: dict[str, Any]) -> str:
         "",
         f"Models: {used}; "
         f"{s['threads']} thread(s). Host: {h['cpu_model']}, {h['cores_usable']} usable cores, Python {h['python']}.",
-        "",
-        "Notes:",
-        "",
-        *(f"- {n}" for n in result["notes"]),
-        "",
+        *_notes(result),
     ]
     return "\n".join(out)
 
