@@ -87,6 +87,10 @@ def test_settings_round_trip_through_a_flower_run_config() -> None:
     values = federated.run_config(recipe, cfg)
     assert all(isinstance(v, bool | int | float | str) for v in values.values())
     assert federated.from_run_config(values) == (recipe, cfg)
+    tuned = Recipe(init_from="models/edgefer.keras", teachers=["a.keras", "b.hdf5:signed"], distill=0.5)
+    values = federated.run_config(tuned, cfg)
+    assert all(isinstance(v, bool | int | float | str) for v in values.values())
+    assert federated.from_run_config(values) == (tuned, cfg)
     with pytest.raises(ValueError):
         federated.FedConfig(partition="by-user")
 

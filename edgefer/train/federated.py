@@ -92,7 +92,9 @@ def run_config(recipe: Recipe, cfg: FedConfig) -> dict[str, bool | int | float |
     out: dict[str, bool | int | float | str] = {}
     for obj in (recipe, cfg):
         for k, v in asdict(obj).items():
-            out[_key(k)] = 0 if v is None else v  # run configs have no null; 0 means "no limit"
+            if isinstance(v, list):
+                v = ",".join(v)  # run configs hold scalars only
+            out[_key(k)] = 0 if v is None else v  # run configs have no null; 0 means "unset"
     return out
 
 
@@ -108,6 +110,10 @@ def from_run_config(values: dict) -> tuple[Recipe, FedConfig]:
             default = getattr(cls(), f.name)
             if f.name == "limit_per_class":
                 v = int(v) or None
+            elif f.name == "init_from":
+                v = str(v) if v else None
+            elif f.name == "teachers":
+                v = [t for t in str(v).split(",") if t]
             elif isinstance(default, bool):
                 v = bool(v)
             elif isinstance(default, (int, float, str)):
@@ -393,8 +399,10 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _same_run(settings: dict) -> dict:
-    """Settings that define a run; the thread count may change when a run is resumed elsewhere."""
-    return {k: v for k, v in settings.items() if k != "threads"}
+    """Settings that define a run; the thread count may change when a run is resumed elsewhere,
+    and settings added to the recipe later count only when set (older runs still resume)."""
+    later = ("teachers", "distill", "init-from")
+    return {k: v for k, v in settings.items() if k != "threads" and not (k in later and not v)}
 
 
 def _val_loss(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -438,6 +446,8 @@ def serve(
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     if state and _same_run(state.get("settings", {})) != _same_run(settings):
         raise SystemExit(f"{state_path}: checkpoint was made with other settings; use a fresh --out")
+    if recipe.teachers and recipe.distill > 0:
+        raise SystemExit("distillation (--teacher) is for centralized training; clients would need the teachers")
     keras.utils.set_random_seed(recipe.seed)
     model = build(recipe.arch)
     if state and global_path.exists():
@@ -445,6 +455,9 @@ def serve(
             set_arrays(model, dict(z))
         log(f"resuming from {global_path} after round {state['round']}")
     else:
+        if recipe.init_from:  # e.g. fine-tuning a centrally trained model on the devices' faces
+            model.set_weights(keras.models.load_model(recipe.init_from, compile=False).get_weights())
+            log(f"server: round 0 starts from the weights of {recipe.init_from}")
         state = {"settings": settings, "round": 0, "history": [], "best_val": -1.0, "best_round": 0}
     done = int(state["round"])
     log(
