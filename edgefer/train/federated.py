@@ -44,7 +44,7 @@ from edgefer import LABELS, __version__
 from edgefer.datasets import Dataset, load_fer2013, stratified_split
 from edgefer.metrics import summary
 from edgefer.train import partition as part
-from edgefer.train.trainer import Recipe, evaluate_and_export, make_dataset, predict_probs
+from edgefer.train.trainer import Recipe, evaluate_and_export, make_dataset, precise_bn_if_better, predict_probs
 
 DP_MODES = ("none", "central")
 #: A Pi may need an hour or more for a round of local epochs; a reply that takes longer
@@ -579,7 +579,9 @@ def _finish(model, recipe, cfg, state, tr, va, data_dir, out, log, export_to, ex
             "history": history,
         },
     }
-    report["validation"] = summary(va.labels, predict_probs(model, va.images).argmax(1), LABELS)
+    # As in the centralized path: batch-norm statistics recomputed on the training split the
+    # server holds (the faces it also calibrates int8 on), kept only if validation improves.
+    report["precise_bn"], report["validation"] = precise_bn_if_better(model, tr, va, log)
     dest = Path(export_to) if export_to else out
     evaluate_and_export(model, f"{recipe.arch}-federated", tr, data_dir, out, dest, report, log)
     _write_json(out / "report.json", report)

@@ -270,6 +270,25 @@ def recalibrate_bn(model, images: np.ndarray, batches: int = 120, batch: int = 1
         layer.momentum = m
 
 
+def precise_bn_if_better(model, tr, va, log=print) -> tuple[dict, dict]:
+    """Apply :func:`recalibrate_bn` on the training faces ``tr`` and keep it only when
+    accuracy on the validation faces ``va`` improves (decided on validation, never on test).
+
+    Returns the report's ``precise_bn`` entry and the validation summary of the model kept.
+    """
+    val_before = summary(va.labels, predict_probs(model, va.images).argmax(1), LABELS)
+    weights = model.get_weights()
+    recalibrate_bn(model, tr.images)
+    val_after = summary(va.labels, predict_probs(model, va.images).argmax(1), LABELS)
+    kept = val_after["accuracy"] > val_before["accuracy"]
+    if not kept:
+        model.set_weights(weights)
+    log(f"precise BN: validation {val_before['accuracy']:.4f} -> {val_after['accuracy']:.4f} "
+        f"({'kept' if kept else 'discarded'})")  # fmt: skip
+    entry = {"validation_before": val_before["accuracy"], "validation_after": val_after["accuracy"], "kept": kept}
+    return entry, val_after if kept else val_before
+
+
 def finalize(run_dir: str | Path, data_dir: str | None, export_to: str | Path | None = None, log=print) -> dict:
     """Evaluate a finished run's best model, export both TFLite files and check them.
 
@@ -288,15 +307,7 @@ def finalize(run_dir: str | Path, data_dir: str | None, export_to: str | Path | 
     full = load_fer2013(data_dir, "train", limit_per_class=recipe.limit_per_class)
     keep, held = stratified_split(full.labels, recipe.val_fraction, recipe.seed)
     tr, va = full.subset(keep), full.subset(held)
-    val_before = summary(va.labels, predict_probs(model, va.images).argmax(1), LABELS)
-    weights = model.get_weights()
-    recalibrate_bn(model, tr.images)
-    val_after = summary(va.labels, predict_probs(model, va.images).argmax(1), LABELS)
-    kept = val_after["accuracy"] > val_before["accuracy"]  # decided on validation, never on test
-    if not kept:
-        model.set_weights(weights)
-    log(f"precise BN: validation {val_before['accuracy']:.4f} -> {val_after['accuracy']:.4f} "
-        f"({'kept' if kept else 'discarded'})")  # fmt: skip
+    precise, validation = precise_bn_if_better(model, tr, va, log)
     report: dict = {
         "arch": recipe.arch,
         "params": model.count_params(),
@@ -304,12 +315,8 @@ def finalize(run_dir: str | Path, data_dir: str | None, export_to: str | Path | 
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
         "recipe": asdict(recipe),
-        "precise_bn": {
-            "validation_before": val_before["accuracy"],
-            "validation_after": val_after["accuracy"],
-            "kept": kept,
-        },
-        "validation": val_after if kept else val_before,
+        "precise_bn": precise,
+        "validation": validation,
     }
     # The model without its optimizer state: what explanations and agreement checks load.
     final = build(recipe.arch)
