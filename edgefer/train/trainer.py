@@ -192,7 +192,8 @@ def train(
     steps = int(np.ceil(len(tr) / recipe.batch_size)) * recipe.epochs
 
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    if state and state.get("recipe") != asdict(recipe):
+    # Settings added to the recipe after a run started count at their defaults (it still resumes).
+    if state and {**asdict(Recipe()), **state.get("recipe", {})} != asdict(recipe):
         raise SystemExit(f"{state_path}: checkpoint was made with another recipe; use a fresh --out")
     if ckpt.exists() and state:
         model = keras.models.load_model(ckpt)
