@@ -44,7 +44,14 @@ from edgefer import LABELS, __version__
 from edgefer.datasets import Dataset, load_fer2013, stratified_split
 from edgefer.metrics import summary
 from edgefer.train import partition as part
-from edgefer.train.trainer import Recipe, evaluate_and_export, make_dataset, precise_bn_if_better, predict_probs
+from edgefer.train.trainer import (
+    Recipe,
+    evaluate_and_export,
+    make_dataset,
+    precise_bn_if_better,
+    predict_probs,
+    start_from,
+)
 
 DP_MODES = ("none", "central")
 #: A Pi may need an hour or more for a round of local epochs; a reply that takes longer
@@ -400,9 +407,9 @@ def _write_json(path: Path, obj) -> None:
 
 def _same_run(settings: dict) -> dict:
     """Settings that define a run; the thread count may change when a run is resumed elsewhere,
-    and settings added to the recipe later count only when set (older runs still resume)."""
-    later = ("teachers", "distill", "init-from")
-    return {k: v for k, v in settings.items() if k != "threads" and not (k in later and not v)}
+    and settings added after a run started count at their defaults (older runs still resume)."""
+    full = {**run_config(Recipe(), FedConfig()), **settings}
+    return {k: v for k, v in full.items() if k != "threads"}
 
 
 def _val_loss(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -455,9 +462,7 @@ def serve(
             set_arrays(model, dict(z))
         log(f"resuming from {global_path} after round {state['round']}")
     else:
-        if recipe.init_from:  # e.g. fine-tuning a centrally trained model on the devices' faces
-            model.set_weights(keras.models.load_model(recipe.init_from, compile=False).get_weights())
-            log(f"server: round 0 starts from the weights of {recipe.init_from}")
+        start_from(model, recipe, log)  # e.g. fine-tuning a centrally trained model on the devices
         state = {"settings": settings, "round": 0, "history": [], "best_val": -1.0, "best_round": 0}
     done = int(state["round"])
     log(

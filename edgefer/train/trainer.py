@@ -200,9 +200,7 @@ def train(
         log(f"resuming from {ckpt} after epoch {state['epoch']}")
     else:
         model = build(recipe.arch)
-        if recipe.init_from:
-            model.set_weights(keras.models.load_model(recipe.init_from, compile=False).get_weights())
-            log(f"starting from the weights of {recipe.init_from}")
+        start_from(model, recipe, log)
         warm = int(steps * recipe.warmup_fraction)
         sched = keras.optimizers.schedules.CosineDecay(
             recipe.lr / 25, steps - warm, alpha=1e-3, warmup_target=recipe.lr, warmup_steps=warm
@@ -245,6 +243,15 @@ def train(
     model.load_weights(best_path)
     model.save(out / "best.keras", include_optimizer=False)
     return finalize(out, data_dir, export_to, log=log)
+
+
+def start_from(model, recipe: Recipe, log=print) -> None:
+    """Load ``recipe.init_from``'s weights into a freshly built ``model`` (fine-tuning)."""
+    if recipe.init_from:
+        import keras
+
+        model.set_weights(keras.models.load_model(recipe.init_from, compile=False).get_weights())
+        log(f"starting from the weights of {recipe.init_from}")
 
 
 def recalibrate_bn(model, images: np.ndarray, batches: int = 120, batch: int = 128, seed: int = 0) -> None:
@@ -299,7 +306,7 @@ def finalize(run_dir: str | Path, data_dir: str | None, export_to: str | Path | 
     import keras
 
     from edgefer.train import plots
-    from edgefer.train.models import build, count_flops
+    from edgefer.train.models import count_flops
 
     out = Path(run_dir)
     state = json.loads((out / "state.json").read_text())
@@ -319,12 +326,10 @@ def finalize(run_dir: str | Path, data_dir: str | None, export_to: str | Path | 
         "precise_bn": precise,
         "validation": validation,
     }
-    # The model without its optimizer state: what explanations and agreement checks load.
-    final = build(recipe.arch)
-    final.set_weights(model.get_weights())
     dest = Path(export_to) if export_to else out
     dest.mkdir(parents=True, exist_ok=True)
-    final.save(dest / f"{recipe.arch}.keras")
+    # The model without optimizer state: what explanations and agreement checks load.
+    model.save(dest / f"{recipe.arch}.keras", include_optimizer=False)
     plots.curves_png(state["history"], out / "curves.png", f"{recipe.arch}: training curves")
     evaluate_and_export(model, recipe.arch, tr, data_dir, out, dest, report, log)
     (out / "report.json").write_text(json.dumps(report, indent=1))
