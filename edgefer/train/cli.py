@@ -23,6 +23,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all cores)")
     p.add_argument("--stop-after", type=int, help="end this call after N epochs; the same command resumes")
     p.add_argument("--finalize", action="store_true", help="evaluate and export the run in --out without training")
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="RUN",
+        help="print a Markdown table of finished runs (folders or report.json files); "
+        "gaps are measured against the first centralized one",
+    )
+    p.add_argument("--plot", metavar="PNG", help="with --compare: PublicTest accuracy against the number of clients")
     defaults = Recipe()
     special = {
         "teachers": dict(
@@ -66,6 +74,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.compare:
+        from edgefer.train.compare import compare
+
+        try:
+            _log(compare(args.compare, args.plot))
+        except ValueError as e:
+            print(f"edgefer-train: {e}", file=sys.stderr)
+            return 2
+        return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow as tf

@@ -1,0 +1,131 @@
+"""Side-by-side view of finished runs: the model card's centralized-vs-federated table and the
+accuracy-against-clients plot come from the runs' own ``report.json`` files, not from hand copies.
+
+``edgefer-train --compare RUN [RUN ...] [--plot PNG]``: each RUN is a run folder or a report
+file. The first centralized run is the baseline the gaps are measured against.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """A run folder's ``report.json`` (or the report file itself), with a clear error naming
+    the path when the run was never finalized or the file is not a report."""
+    p = Path(path)
+    file = p / "report.json" if p.is_dir() else p
+    if not file.is_file():
+        raise ValueError(f"{file}: no report (finish the run with edgefer-train --finalize --out RUN)")
+    try:
+        report = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: line {e.lineno}: not JSON ({e.msg})") from None
+    missing = [k for k in ("arch", "files", "validation") if k not in report]
+    if missing:
+        raise ValueError(f"{file}: not an edgefer-train report (missing {', '.join(missing)})")
+    return report
+
+
+def run_row(report: dict[str, Any], name: str) -> dict[str, Any]:
+    """The figures one table row needs, read from a report (pure; no I/O).
+
+    Compute is counted in epoch-equivalents (one pass over the training split), so a
+    federation of R rounds x E local epochs counts R x E, as its clients together see the data
+    that often.
+    """
+    fed = report.get("federated")
+    files = report["files"]
+    flip = report.get("keras_test_flip") or {}
+    return {
+        "name": name,
+        "kind": "federated" if fed else "centralized",
+        "clients": fed["clients"] if fed else 1,
+        "partition": fed["partition"] if fed else "",
+        "dp": fed["dp"] if fed else "none",
+        "epochs": report["epochs_run"],
+        "best": f"round {report['best_round']}" if fed else f"epoch {report['best_epoch']}",
+        "validation": report["validation"]["accuracy"],
+        "float32": files["float32"]["test"]["accuracy"],
+        "float32_f1": files["float32"]["test"]["macro_f1"],
+        "int8": files["int8"]["test"]["accuracy"],
+        "int8_f1": files["int8"]["test"]["macro_f1"],
+        "flip": flip.get("accuracy"),
+    }
+
+
+def with_gaps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add each row's gap (points) to the first centralized row, float32 and int8; rows get
+    ``None`` gaps when there is no centralized run to compare with."""
+    base = next((r for r in rows if r["kind"] == "centralized"), None)
+    out = []
+    for r in rows:
+        gaps = {"gap_float32": None, "gap_int8": None}
+        if base is not None and r is not base:
+            gaps = {f"gap_{k}": 100 * (base[k] - r[k]) for k in ("float32", "int8")}
+        out.append({**r, **gaps})
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None else f"{100 * v:.2f}"
+
+
+def _pts(v: float | None) -> str:
+    return "" if v is None else f"{v:.1f}"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The comparison as a Markdown table (accuracies on FER2013 PublicTest, 4 classes, in %)."""
+    head = (
+        "| run | kind | clients | epoch-equiv. | best | validation | float32 (F1) | int8 (F1) | flip |"
+        " gap float32 / int8 |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    for r in with_gaps(rows):
+        kind = r["kind"] + (f", {r['partition']}" if r["partition"] else "")
+        kind += f", DP {r['dp']}" if r["dp"] != "none" else ""
+        gap = "" if r["gap_float32"] is None else f"{_pts(r['gap_float32'])} / {_pts(r['gap_int8'])}"
+        lines.append(
+            f"| {r['name']} | {kind} | {r['clients']} | {r['epochs']} | {r['best']} | {_pct(r['validation'])} "
+            f"| {_pct(r['float32'])} ({_pct(r['float32_f1'])}) | {_pct(r['int8'])} ({_pct(r['int8_f1'])}) "
+            f"| {_pct(r['flip'])} | {gap} |"
+        )
+    return "\n".join(lines)
+
+
+def clients_png(rows: list[dict[str, Any]], path: str | Path, title: str = "accuracy against clients") -> Path:
+    """PublicTest accuracy of the federated runs against their number of clients, with the
+    centralized baseline as a line: the picture of what spreading the data costs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fed = sorted((r for r in rows if r["kind"] == "federated"), key=lambda r: r["clients"])
+    base = next((r for r in rows if r["kind"] == "centralized"), None)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    for key, style in (("float32", "o-"), ("int8", "s--")):
+        ax.plot([r["clients"] for r in fed], [100 * r[key] for r in fed], style, label=f"federated {key}")
+        if base is not None:
+            ax.axhline(100 * base[key], ls=":", color="grey" if key == "int8" else "black", label=f"centralized {key}")
+    ax.set_xlabel("clients")
+    ax.set_ylabel("PublicTest accuracy (%)")
+    ax.set_xticks(sorted({r["clients"] for r in fed}))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def compare(paths: list[str], plot: str | None = None) -> str:
+    """Load the runs, return the Markdown table and write the plot when asked."""
+    rows = [run_row(load_report(p), Path(p).stem if Path(p).is_file() else Path(p).name) for p in paths]
+    if plot:
+        clients_png(rows, plot)
+    return markdown_table(rows)
