@@ -99,9 +99,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 def clients_png(rows: list[dict[str, Any]], path: str | Path, title: str = "accuracy against clients") -> Path:
     """PublicTest accuracy of the federated runs against their number of clients, with the
     centralized baseline as a line: the picture of what spreading the data costs."""
-    from edgefer.train.plots import _plt
+    from edgefer.train.plots import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     fed = sorted((r for r in rows if r["kind"] == "federated"), key=lambda r: r["clients"])
     base = next((r for r in rows if r["kind"] == "centralized"), None)
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgefer import LABELS
+from edgefer.train.plots import pyplot
 
 #: ``f(images (N, H, W) float in [0, 1]) -> probabilities (N, classes)``.
 ProbFn = Callable[[np.ndarray], np.ndarray]
@@ -612,20 +613,11 @@ def markdown_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def overlay_png(
     faces: np.ndarray, maps: np.ndarray, titles: Sequence[str], path: str | Path, suptitle: str, cols: int = 4
 ) -> Path:
     """A grid of faces with their heat maps laid over them."""
-    plt = _plt()
+    plt = pyplot()
     n = len(faces)
     rows = max(1, -(-n // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.7, rows * 1.9 + 0.3), dpi=110, squeeze=False)
@@ -644,7 +636,7 @@ def overlay_png(
 
 def curves_png(curves: dict[str, dict[str, list[float]]], path: str | Path, title: str) -> Path:
     """Mean insertion and deletion curves of every map, side by side."""
-    plt = _plt()
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
     for method, c in curves.items():
         for key, ax in (("insertion", a), ("deletion", b)):

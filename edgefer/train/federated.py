@@ -615,11 +615,11 @@ def _table_lines(history: list[dict]) -> list[str]:
 
 
 def _rounds_png(history: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    from edgefer.train.plots import pyplot
+
+    plt = pyplot()
 
     rounds = [r["round"] for r in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the headless Agg backend: training machines and Pis have no display."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,7 +20,7 @@ def _plt():
 
 def confusion_png(cm: np.ndarray, labels: Sequence[str], path: str | Path, title: str) -> Path:
     """Row-normalised confusion matrix with raw counts in each cell."""
-    plt = _plt()
+    plt = pyplot()
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=110)
@@ -41,7 +42,7 @@ def confusion_png(cm: np.ndarray, labels: Sequence[str], path: str | Path, title
 
 def curves_png(history: dict[str, list[float]], path: str | Path, title: str) -> Path:
     """Loss and accuracy per epoch, train beside validation."""
-    plt = _plt()
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
     for key, ax in (("loss", a), ("accuracy", b)):
         for prefix, style in (("", "-"), ("val_", "--")):
