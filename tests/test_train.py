@@ -114,3 +114,32 @@ def test_distillation_targets_follow_the_teachers(fer2013: Path, tmp_path: Path)
     assert np.allclose(got7, ref / ref.sum(1, keepdims=True), atol=1e-5)
     with pytest.raises(SystemExit, match="no such file"):
         teacher_targets([str(tmp_path / "missing.keras")], 0.5)
+
+    # A flip-averaging teacher gives the mean of its outputs on the face and on its mirror.
+    mirrored = four.predict(x[:, :, ::-1], verbose=0)
+    assert not np.allclose(want, mirrored, atol=1e-3)  # the paper model is not mirror-symmetric
+    got_flip = np.asarray(teacher_targets([str(MODELS / "paper.keras")], 1.0, flip=True)(x, onehot))
+    assert np.allclose(got_flip, (want + mirrored) / 2, atol=1e-5)
+
+
+def test_mixup_blends_faces_and_targets_alike(fer2013: Path) -> None:
+    """Each output is lam * face + (1 - lam) * partner with the same lam on the target,
+    lam >= 0.5 so the face keeps most of its own label."""
+    from edgefer.train.trainer import mixup
+
+    faces = load_fer2013(fer2013, "test", limit_per_class=8)
+    x = faces.images.astype(np.float32)[..., None] / 255.0
+    n = len(x)
+    ids = np.eye(n, dtype=np.float32)  # a target that names each face, to find its partner
+    bx, by = (np.asarray(t) for t in mixup(x, ids, 0.4))
+    assert np.allclose(by.sum(1), 1.0, atol=1e-5)
+    blended = 0
+    for i in range(n):
+        lam = by[i, i]
+        assert lam >= 0.5 - 1e-6
+        others = [j for j in np.flatnonzero(by[i] > 1e-6) if j != i]
+        assert len(others) <= 1
+        partner = x[others[0]] if others else x[i]
+        assert np.allclose(bx[i], lam * x[i] + (1 - lam) * partner, atol=1e-5)
+        blended += bool(others) and lam < 0.99
+    assert blended >= n // 4  # Beta(0.4, 0.4) blends most faces visibly

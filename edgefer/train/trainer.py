@@ -43,6 +43,13 @@ class Recipe:
     # share of the target, the rest is the (smoothed) label.
     teachers: list[str] = field(default_factory=list)
     distill: float = 0.0
+    # Teachers label each face and its mirror image and average the two: a stronger
+    # teacher for about the cost of one more teacher pass.
+    teacher_flip: bool = False
+    # Mixup: each training face is blended with another of the batch (weight drawn from
+    # Beta(mixup, mixup); 0 turns it off) and so is its target. With teachers, they label
+    # the blend itself, which shows the student the teachers' function between faces.
+    mixup: float = 0.0
     init_from: str | None = None  # a Keras file of the same architecture to start from
 
 
@@ -64,9 +71,10 @@ def _augmenter(r: Recipe):
     return keras.Sequential(parts, name="augment")
 
 
-def teacher_targets(specs: list[str], share: float):
+def teacher_targets(specs: list[str], share: float, *, flip: bool = False):
     """A graph function (faces, one-hot) -> training target: ``share`` of the teachers'
-    mean softmax on the very same augmented faces, the rest the label.
+    mean softmax on the very same augmented faces, the rest the label. With ``flip`` each
+    teacher's output is averaged over the face and its mirror image.
 
     Teachers label each augmented view as the student sees it ("consistent teaching"),
     so their outputs carry information even on training images they have memorised.
@@ -96,11 +104,34 @@ def teacher_targets(specs: list[str], share: float):
         probs = []
         for model, size, signed, keep in teachers:
             inp = x if size == (48, 48) else tf.image.resize(x, size)
-            p = tf.gather(model(inp * 2.0 - 1.0 if signed else inp, training=False), keep, axis=-1)
+            inp = inp * 2.0 - 1.0 if signed else inp
+            p = model(inp, training=False)
+            if flip:
+                p = (p + model(tf.reverse(inp, axis=[2]), training=False)) / 2.0
+            p = tf.gather(p, keep, axis=-1)
             probs.append(p / tf.reduce_sum(p, axis=-1, keepdims=True))
         return share * tf.add_n(probs) / len(probs) + (1.0 - share) * onehot
 
     return target
+
+
+def mixup(x, y, alpha: float):
+    """Blend each face (and its target) with a random partner from the same batch.
+
+    The weight of the face itself is drawn per face from Beta(alpha, alpha) and folded
+    to at least 0.5, so every blend still mostly shows the face whose label it keeps.
+    """
+    import tensorflow as tf
+
+    n = tf.shape(x)[0]
+    a = tf.random.gamma([n], alpha)
+    b = tf.random.gamma([n], alpha)
+    lam = a / (a + b)
+    lam = tf.maximum(lam, 1.0 - lam)
+    partner = tf.random.shuffle(tf.range(n))
+    lx = tf.reshape(lam, [-1, 1, 1, 1])
+    ly = tf.reshape(lam, [-1, 1])
+    return lx * x + (1.0 - lx) * tf.gather(x, partner), ly * y + (1.0 - ly) * tf.gather(y, partner)
 
 
 def make_dataset(images: np.ndarray, onehot: np.ndarray, r: Recipe, *, train: bool):
@@ -114,8 +145,10 @@ def make_dataset(images: np.ndarray, onehot: np.ndarray, r: Recipe, *, train: bo
     if train:
         aug = _augmenter(r)
         ds = ds.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+        if r.mixup > 0:
+            ds = ds.map(lambda a, b: mixup(a, b, r.mixup), num_parallel_calls=tf.data.AUTOTUNE)
         if r.teachers and r.distill > 0:
-            target = teacher_targets(r.teachers, r.distill)
+            target = teacher_targets(r.teachers, r.distill, flip=r.teacher_flip)
             ds = ds.map(lambda a, b: (a, target(a, b)), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
