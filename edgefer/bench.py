@@ -97,6 +97,22 @@ class PeerUnavailable(RuntimeError):
     """A peer that cannot be measured here; the message says why and what would fix it."""
 
 
+def shown_path(path: str | Path) -> str:
+    """How a model file is named in a report meant to be shared: relative to the working
+    directory when inside it (``models/edgefer-int8.tflite``), relative to its
+    ``site-packages`` for an installed package's file, else the bare file name, so
+    results copied between machines neither leak nor depend on where they were made.
+    """
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        pass
+    if "site-packages" in p.parts:
+        return str(Path(*p.parts[p.parts.index("site-packages") + 1 :]))
+    return p.name
+
+
 def fer_model_path() -> Path:
     """The ``.tflite`` file the installed ``fer`` package runs by default.
 
@@ -489,7 +505,7 @@ def lane_result(lane: Lane, y_true: np.ndarray, cores: int) -> dict[str, Any]:
         "name": lane.spec.name,
         "kind": "peer" if lane.spec.kind != "edgefer" else "edgefer",
         "peer": lane.spec.kind if lane.spec.kind != "edgefer" else None,
-        "path": str(lane.spec.path),
+        "path": shown_path(lane.spec.path),
         "threads": lane.threads,
         "runtime": model.runtime,
         "quantized": bool(model.quantized),
@@ -923,7 +939,7 @@ class EdgeferLane:
             "detect_every": self.every,
             "detect_scale": self.scale,
             "model": self.spec.name,
-            "model_path": str(self.spec.path),
+            "model_path": shown_path(self.spec.path),
             "threads": self.threads,
             "runtime": self.model.runtime,
         }
@@ -1189,7 +1205,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     for spec in specs:
         m = next(lane.model for lane in lanes if isinstance(lane, EdgeferLane) and lane.spec == spec)
         models.append(
-            {"name": spec.name, "path": str(spec.path), "runtime": m.runtime, "storage_mb": m.size_bytes / MIB}
+            {"name": spec.name, "path": shown_path(spec.path), "runtime": m.runtime, "storage_mb": m.size_bytes / MIB}
         )
     result: dict[str, Any] = {
         "tool": "edgefer-bench",

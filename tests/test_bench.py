@@ -245,3 +245,19 @@ def test_peer_fer_is_measured_where_installed_and_said_otherwise(fer2013: Path, 
         (missing,) = result["peers_not_measured"]
         assert missing["name"] == "fer" and "not installed" in missing["reason"]
         assert "Peer fer not measured" in table
+
+
+def test_reports_name_model_files_without_this_machines_paths(tmp_path: Path, monkeypatch) -> None:
+    """Shared result files must not carry where they were made: inside the working directory
+    a path is relative, an installed package's file is named from its site-packages."""
+    from edgefer.bench import shown_path
+
+    (tmp_path / "models").mkdir()
+    model = tmp_path / "models" / "edgefer-int8.tflite"
+    model.touch()
+    monkeypatch.chdir(tmp_path)
+    assert shown_path(model) == "models/edgefer-int8.tflite"
+    assert shown_path("models/edgefer-int8.tflite") == "models/edgefer-int8.tflite"
+    peer = Path("/opt/venv/lib/python3.11/site-packages/fer/data/emotion_model_quantized.tflite")
+    assert shown_path(peer) == "fer/data/emotion_model_quantized.tflite"
+    assert shown_path("/somewhere/else/model.tflite") == "model.tflite"
