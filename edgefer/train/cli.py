@@ -41,6 +41,17 @@ def parser() -> argparse.ArgumentParser:
         ),
         "distill": dict(type=float, default=0.0, help="teachers' share of the training target (0: no distillation)"),
         "init_from": dict(metavar="KERAS_FILE", help="start from these weights (same architecture)"),
+        "teacher_flip": dict(
+            action=argparse.BooleanOptionalAction,
+            default=False,
+            help="each teacher averages its output over the face and its mirror image",
+        ),
+        "mixup": dict(
+            type=float,
+            default=0.0,
+            metavar="ALPHA",
+            help="blend faces and targets pairwise, weights from Beta(ALPHA, ALPHA) (0: off); teachers label the blend",
+        ),
     }
     for f in fields(Recipe):
         if f.name == "arch":
