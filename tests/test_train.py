@@ -40,6 +40,10 @@ def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: P
     assert (tmp_path / "run" / "confusion-int8.png").stat().st_size > 10_000
     f32, i8 = Path(report["files"]["float32"]["path"]), Path(report["files"]["int8"]["path"])
     assert report["files"]["float32"]["test"]["argmax_agreement_with_keras"] > 0.99
+    # The float32 file with flip averaging (the daemon's default) scores as Keras does with it.
+    flip_file = report["files"]["float32"]["test"]["flip_average"]
+    assert abs(flip_file["accuracy"] - report["keras_test_flip"]["accuracy"]) <= 0.01
+    assert report["files"]["int8"]["test"]["flip_average"]["n"] == report["keras_test_flip"]["n"]
     assert i8.stat().st_size * 3 <= f32.stat().st_size
 
     # The runtime reproduces the Keras model on real faces.

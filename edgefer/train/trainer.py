@@ -372,7 +372,8 @@ def finalize(run_dir: str | Path, data_dir: str | None, export_to: str | Path | 
 def evaluate_and_export(model, stem: str, tr, data_dir: str | None, out: Path, dest: Path, report: dict, log) -> None:
     """Export ``<stem>-float32.tflite`` and ``<stem>-int8.tflite`` into ``dest`` and add to
     ``report`` the Keras and per-file PublicTest figures (accuracy, macro-F1, agreement of
-    each file's argmax with the Keras model), with a confusion PNG per file in ``out``."""
+    each file's argmax with the Keras model, and the file with flip averaging as the daemon
+    runs it), with a confusion PNG per file in ``out``."""
     from edgefer.classifier import Classifier
     from edgefer.train import export, plots
 
@@ -396,6 +397,9 @@ def evaluate_and_export(model, stem: str, tr, data_dir: str | None, out: Path, d
             got = Classifier(path, threads=2).predict_labels(test.images)
             res = summary(test.labels, got, LABELS)
             res["argmax_agreement_with_keras"] = float((got == ref).mean())
+            # The file as the daemon runs it by default: each face averaged with its mirror.
+            flipped = Classifier(path, threads=2, flip_average=True).predict_labels(test.images)
+            res["flip_average"] = summary(test.labels, flipped, LABELS)
             report["files"][kind]["test"] = res
             plots.confusion_png(
                 np.array(res["confusion"]),
@@ -404,7 +408,8 @@ def evaluate_and_export(model, stem: str, tr, data_dir: str | None, out: Path, d
                 f"{path.name} on FER2013 PublicTest (4 classes), accuracy {res['accuracy']:.3f}",
             )
             log(f"{path.name}: accuracy {res['accuracy']:.4f}, macro-F1 {res['macro_f1']:.4f}, "
-                f"agreement with Keras {res['argmax_agreement_with_keras']:.4f}")  # fmt: skip
+                f"agreement with Keras {res['argmax_agreement_with_keras']:.4f}, "
+                f"flip-averaged {res['flip_average']['accuracy']:.4f}")  # fmt: skip
         log(
             f"Keras on FER2013 PublicTest: accuracy {report['keras_test']['accuracy']:.4f} "
             f"(flip-averaged {report['keras_test_flip']['accuracy']:.4f})"
