@@ -394,11 +394,14 @@ def evaluate_and_export(model, stem: str, tr, data_dir: str | None, out: Path, d
         flip = predict_probs(model, test.images, flip_average=True).argmax(1)
         report["keras_test_flip"] = summary(test.labels, flip, LABELS)
         for kind, path in files.items():
-            got = Classifier(path, threads=2).predict_labels(test.images)
+            clf = Classifier(path, threads=2)
+            got = clf.predict_labels(test.images)
             res = summary(test.labels, got, LABELS)
             res["argmax_agreement_with_keras"] = float((got == ref).mean())
-            # The file as the daemon runs it by default: each face averaged with its mirror.
-            flipped = Classifier(path, threads=2, flip_average=True).predict_labels(test.images)
+            # The file as the daemon runs it by default: each face averaged with its mirror
+            # (the same interpreter, switched to flip averaging).
+            clf.flip_average = True
+            flipped = clf.predict_labels(test.images)
             res["flip_average"] = summary(test.labels, flipped, LABELS)
             report["files"][kind]["test"] = res
             plots.confusion_png(
