@@ -147,3 +147,32 @@ def test_mixup_blends_faces_and_targets_alike(fer2013: Path) -> None:
         assert np.allclose(bx[i], lam * x[i] + (1 - lam) * partner, atol=1e-5)
         blended += bool(others) and lam < 0.99
     assert blended >= n // 4  # Beta(0.4, 0.4) blends most faces visibly
+
+
+def test_a_grown_model_starts_as_the_model_it_grew_from(fer2013: Path) -> None:
+    """Growing by residual blocks keeps every learnt weight and the function itself: the new
+    blocks start as the identity. A model of another width, or a shallower target, is refused
+    with the offending layers named."""
+    from edgefer.train.models import edgefer_cnn
+    from edgefer.train.trainer import grow_from
+
+    rng = np.random.default_rng(0)
+    src = edgefer_cnn(width=8, blocks=(1, 1, 1))
+    for layer in src.layers:  # batch norms away from their initial identity, as after training
+        if layer.name.endswith("bn"):
+            n = layer.get_weights()[0].shape
+            scale, shift, mean = rng.uniform(0.8, 1.2, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n)
+            layer.set_weights([scale, shift, mean, rng.uniform(0.8, 1.2, n)])
+    dst = edgefer_cnn(width=8, blocks=(2, 1, 2))
+    new = grow_from(src, dst)
+    assert sorted({n.rsplit("_", 1)[0] for n in new}) == ["s2c", "s4c"]
+
+    x = load_fer2013(fer2013, "test", limit_per_class=10).images.astype(np.float32)[..., None] / 255.0
+    want = src.predict(x, verbose=0)
+    assert want.std(0).max() > 1e-4  # outputs depend on the face
+    assert np.allclose(dst.predict(x, verbose=0), want, atol=1e-5)
+
+    with pytest.raises(SystemExit, match="s1a_conv"):
+        grow_from(edgefer_cnn(width=16, blocks=(1, 1, 1)), edgefer_cnn(width=8, blocks=(1, 1, 1)))
+    with pytest.raises(SystemExit, match="s2c_dw"):
+        grow_from(dst, edgefer_cnn(width=8, blocks=(1, 1, 2)))

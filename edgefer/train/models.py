@@ -54,27 +54,27 @@ def _sep_residual(x, filters: int, name: str):
     return layers.Activation("relu", name=f"{name}_relu")(y)
 
 
-def edgefer_cnn(width: int = 32, dropout: float = 0.3) -> keras.Model:
+def edgefer_cnn(width: int = 32, dropout: float = 0.3, blocks: tuple[int, int, int] = (1, 2, 2)) -> keras.Model:
     """Four stages (48, 24, 12, 6 px); each opens with a full 3x3 conv that doubles the
-    channels and continues with residual depthwise-separable blocks, then global pooling.
+    channels and continues with ``blocks`` residual depthwise-separable blocks (stages 2-4),
+    then global pooling.
 
     Full convolutions where channels change (cheap at low channel counts, and fast on CPU),
-    separable ones for depth: about 0.6 M parameters and 90 MFLOPs at ``width=32``.
+    separable ones for depth: about 0.6 M parameters and 90 MFLOPs at ``width=32``; each
+    further block costs about 5 MFLOPs, whatever its stage. Blocks are named by stage and
+    position (``s3b``, ``s3c``, ...), so a deeper model can start from a shallower one's
+    weights (:func:`edgefer.train.trainer.start_from`).
     """
     w = width
     x = inp = keras.Input(INPUT_SHAPE, name="face")
     x = _conv_bn(x, w, "s1a")
     x = layers.MaxPooling2D(2, name="s1_pool")(x)  # 24
-    x = _conv_bn(x, 2 * w, "fb1")
-    x = _sep_residual(x, 2 * w, "s2b")
-    x = layers.MaxPooling2D(2, name="s2_pool")(x)  # 12
-    x = _conv_bn(x, 4 * w, "fb2")
-    x = _sep_residual(x, 4 * w, "s3b")
-    x = _sep_residual(x, 4 * w, "s3c")
-    x = layers.MaxPooling2D(2, name="s3_pool")(x)  # 6
-    x = _conv_bn(x, 8 * w, "fb3")
-    x = _sep_residual(x, 8 * w, "s4b")
-    x = _sep_residual(x, 8 * w, "s4c")
+    for stage, (filters, n) in enumerate(zip((2 * w, 4 * w, 8 * w), blocks, strict=True), start=2):
+        x = _conv_bn(x, filters, f"fb{stage - 1}")
+        for i in range(n):
+            x = _sep_residual(x, filters, f"s{stage}{chr(ord('b') + i)}")
+        if stage < 4:
+            x = layers.MaxPooling2D(2, name=f"s{stage}_pool")(x)  # 12, then 6
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     out = layers.Dense(len(LABELS), activation="softmax", name="emotion")(x)

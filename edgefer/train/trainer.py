@@ -279,12 +279,47 @@ def train(
 
 
 def start_from(model, recipe: Recipe, log=print) -> None:
-    """Load ``recipe.init_from``'s weights into a freshly built ``model`` (fine-tuning)."""
+    """Load ``recipe.init_from``'s weights into a freshly built ``model``: fine-tuning, or
+    growing a model by more residual blocks (see :func:`grow_from`)."""
     if recipe.init_from:
         import keras
 
-        model.set_weights(keras.models.load_model(recipe.init_from, compile=False).get_weights())
-        log(f"starting from the weights of {recipe.init_from}")
+        new = grow_from(keras.models.load_model(recipe.init_from, compile=False), model, source=recipe.init_from)
+        blocks = sorted({name.rsplit("_", 1)[0] for name in new})
+        grown = f"; new blocks: {', '.join(blocks)}" if blocks else ""
+        log(f"starting from the weights of {recipe.init_from}{grown}")
+
+
+def grow_from(src, dst, source: str = "the source model") -> list[str]:
+    """Copy ``src``'s weights into ``dst`` layer by layer, matched by name, and return the
+    names of ``dst``'s weighted layers that ``src`` lacks.
+
+    A new residual block starts as the identity (the scale of its last batch norm is zero,
+    so it adds nothing to its input), hence a deeper ``dst`` first computes exactly what
+    ``src`` did: growing keeps everything a long training run bought, and the added capacity
+    is trained from there. Any other mismatch is an error naming the layer.
+    """
+    theirs = {layer.name: layer for layer in src.layers if layer.weights}
+    ours = {layer.name: layer for layer in dst.layers if layer.weights}
+    if missing := sorted(set(theirs) - set(ours)):
+        raise SystemExit(f"{source}: layers {', '.join(missing)} have no place in the {dst.name} model")
+    new = []
+    for name, layer in ours.items():
+        if name not in theirs:
+            if not name.endswith("_pwbn") and f"{name.rsplit('_', 1)[0]}_pwbn" not in ours:
+                raise SystemExit(f"{source}: has no layer {name} and it is not part of a residual block")
+            new.append(name)
+            if name.endswith("_pwbn"):
+                gamma, *rest = layer.get_weights()
+                layer.set_weights([np.zeros_like(gamma), *rest])
+            continue
+        w = theirs[name].get_weights()
+        if [a.shape for a in w] != [a.shape for a in layer.get_weights()]:
+            got = [a.shape for a in w]
+            want = [a.shape for a in layer.get_weights()]
+            raise SystemExit(f"{source}: layer {name} has weights of shapes {got}, the {dst.name} model needs {want}")
+        layer.set_weights(w)
+    return new
 
 
 def recalibrate_bn(model, images: np.ndarray, batches: int = 120, batch: int = 128, seed: int = 0) -> None:
