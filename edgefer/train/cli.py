@@ -40,7 +40,11 @@ def parser() -> argparse.ArgumentParser:
             help="distil from this Keras model (repeatable); :signed feeds it pixel/127.5 - 1",
         ),
         "distill": dict(type=float, default=0.0, help="teachers' share of the training target (0: no distillation)"),
-        "init_from": dict(metavar="KERAS_FILE", help="start from these weights (same architecture)"),
+        "init_from": dict(
+            metavar="KERAS_FILE",
+            help="start from these weights (same architecture, or a shallower edgefer to grow: "
+            "its new blocks start as the identity)",
+        ),
         "teacher_flip": dict(
             action=argparse.BooleanOptionalAction,
             default=False,
