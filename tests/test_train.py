@@ -68,8 +68,20 @@ def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: P
     assert not any(line.startswith("epoch 1/2") for line in lines)
     state = json.loads((tmp_path / "run2" / "state.json").read_text())
     assert state["epoch"] == 2 and len(state["history"]["loss"]) == 2
-    with pytest.raises(SystemExit, match="another recipe"):
+    with pytest.raises(SystemExit, match=r"another recipe \(lr\)"):
         train(Recipe(**{**two.__dict__, "lr": 0.1}), str(fer2013), tmp_path / "run2", log=lines.append)
+
+
+def test_a_resumed_run_may_change_only_when_it_stops() -> None:
+    from dataclasses import asdict
+
+    from edgefer.train.trainer import Recipe, check_resumable
+
+    saved = asdict(Recipe(epochs=40, patience=15))
+    check_resumable(saved, Recipe(epochs=40, patience=40))  # longer patience: same weights, goes on
+    check_resumable({k: v for k, v in saved.items() if k != "mixup"}, Recipe(epochs=40, patience=15))  # newer key
+    with pytest.raises(SystemExit, match=r"state.json: .*another recipe \(epochs, mixup\)"):
+        check_resumable(saved, Recipe(epochs=50, patience=40, mixup=0.4))
 
 
 @pytest.mark.parametrize("arch", ["edgefer", "paper"])

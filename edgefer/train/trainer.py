@@ -225,9 +225,9 @@ def train(
     steps = int(np.ceil(len(tr) / recipe.batch_size)) * recipe.epochs
 
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    # Settings added to the recipe after a run started count at their defaults (it still resumes).
-    if state and {**asdict(Recipe()), **state.get("recipe", {})} != asdict(recipe):
-        raise SystemExit(f"{state_path}: checkpoint was made with another recipe; use a fresh --out")
+    if state:
+        check_resumable(state.get("recipe", {}), recipe, state_path)
+        state["recipe"] = asdict(recipe)
     if ckpt.exists() and state:
         model = keras.models.load_model(ckpt)
         log(f"resuming from {ckpt} after epoch {state['epoch']}")
@@ -276,6 +276,22 @@ def train(
     model.load_weights(best_path)
     model.save(out / "best.keras", include_optimizer=False)
     return finalize(out, data_dir, export_to, log=log)
+
+
+STOPPING_ONLY = ("patience",)
+
+
+def check_resumable(saved: dict, recipe: Recipe, where: Path | str = "state.json") -> None:
+    """Refuse to resume a run under a recipe that would have trained other weights.
+
+    Settings that only decide when to stop (``patience``) may change: a run stopped early by
+    a patience that proved too short for a slow, noisy climb can go on. Settings added to the
+    recipe after a run started count at their defaults, so old runs still resume.
+    """
+    saved = {**asdict(Recipe()), **saved}
+    changed = sorted(k for k, v in asdict(recipe).items() if saved.get(k) != v and k not in STOPPING_ONLY)
+    if changed:
+        raise SystemExit(f"{where}: checkpoint was made with another recipe ({', '.join(changed)}); use a fresh --out")
 
 
 def start_from(model, recipe: Recipe, log=print) -> None:
