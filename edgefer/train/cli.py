@@ -39,6 +39,11 @@ def parser() -> argparse.ArgumentParser:
             metavar="PATH[:signed]",
             help="distil from this Keras model (repeatable); :signed feeds it pixel/127.5 - 1",
         ),
+        "patience": dict(
+            type=int,
+            default=defaults.patience,
+            help="stop after N epochs without a validation gain (the one setting a resumed run may change)",
+        ),
         "distill": dict(type=float, default=0.0, help="teachers' share of the training target (0: no distillation)"),
         "init_from": dict(
             metavar="KERAS_FILE",
