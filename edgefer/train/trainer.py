@@ -330,9 +330,8 @@ def grow_from(src, dst, source: str = "the source model") -> list[str]:
                 layer.set_weights([np.zeros_like(gamma), *rest])
             continue
         w = theirs[name].get_weights()
-        if [a.shape for a in w] != [a.shape for a in layer.get_weights()]:
-            got = [a.shape for a in w]
-            want = [a.shape for a in layer.get_weights()]
+        got, want = [a.shape for a in w], [a.shape for a in layer.get_weights()]
+        if got != want:
             raise SystemExit(f"{source}: layer {name} has weights of shapes {got}, the {dst.name} model needs {want}")
         layer.set_weights(w)
     return new
