@@ -557,7 +557,7 @@ def _finish(model, recipe, cfg, state, tr, va, data_dir, out, log, export_to, ex
 
     with np.load(out / "best.npz") as z:
         set_arrays(model, dict(z))
-    model.save(out / "best.keras", include_optimizer=False)
+    model.save(out / "best.keras")
     history = state["history"]
     _rounds_table(history, out / "rounds.csv")
     dp = f", DP z={cfg.dp_noise} C={cfg.dp_clip}" if cfg.dp != "none" else ""

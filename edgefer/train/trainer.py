@@ -274,7 +274,7 @@ def train(
         log(f"stopped after epoch {state['epoch']} of {recipe.epochs}; run the same command again to resume")
         return {"resumable": True, "epoch": state["epoch"]}
     model.load_weights(best_path)
-    model.save(out / "best.keras", include_optimizer=False)
+    model.save(out / "best.keras")
     return finalize(out, data_dir, export_to, log=log)
 
 
@@ -394,7 +394,9 @@ def finalize(run_dir: str | Path, data_dir: str | None, export_to: str | Path | 
     out = Path(run_dir)
     state = json.loads((out / "state.json").read_text())
     recipe = Recipe(**state["recipe"])
-    model = keras.models.load_model(out / "best.keras")
+    # Uncompiled: a .keras file keeps the optimizer of a compiled model (Keras 3 has no
+    # include_optimizer for it), which would triple the size of the model exported below.
+    model = keras.models.load_model(out / "best.keras", compile=False)
     full = load_fer2013(data_dir, "train", limit_per_class=recipe.limit_per_class)
     keep, held = stratified_split(full.labels, recipe.val_fraction, recipe.seed)
     tr, va = full.subset(keep), full.subset(held)
@@ -412,7 +414,7 @@ def finalize(run_dir: str | Path, data_dir: str | None, export_to: str | Path | 
     dest = Path(export_to) if export_to else out
     dest.mkdir(parents=True, exist_ok=True)
     # The model without optimizer state: what explanations and agreement checks load.
-    model.save(dest / f"{recipe.arch}.keras", include_optimizer=False)
+    model.save(dest / f"{recipe.arch}.keras")
     plots.curves_png(state["history"], out / "curves.png", f"{recipe.arch}: training curves")
     evaluate_and_export(model, recipe.arch, tr, data_dir, out, dest, report, log)
     (out / "report.json").write_text(json.dumps(report, indent=1))
