@@ -30,7 +30,7 @@ def test_architectures_keep_the_budget() -> None:
 def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: Path) -> None:
     import keras
 
-    from edgefer.train.trainer import Recipe, train
+    from edgefer.train.trainer import Recipe, WeightAverage, train
 
     lines: list[str] = []
     recipe = Recipe(arch="edgefer", epochs=1, batch_size=32, limit_per_class=40, patience=5)
@@ -55,21 +55,49 @@ def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: P
     q = Classifier(i8).predict(faces.images)
     assert q.shape == ref.shape and np.abs(q - ref).max() < 0.25
 
-    # Resume: a time-boxed call stops after one epoch; the same call again finishes.
-    two = Recipe(**{**recipe.__dict__, "epochs": 2})
-    assert train(two, str(fer2013), tmp_path / "run2", log=lines.append, stop_after=1) == {
-        "resumable": True,
-        "epoch": 1,
-    }
+    # Resume: a time-boxed call stops after one epoch; the same call again finishes. The run
+    # averages its weights, so the resumed call must continue the same average.
+    two = Recipe(**{**recipe.__dict__, "epochs": 2, "lr_floor": 1.0, "average_from": 1})
+    run2 = tmp_path / "run2"
+    assert train(two, str(fer2013), run2, log=lines.append, stop_after=1) == {"resumable": True, "epoch": 1}
+    assert WeightAverage.load(run2 / "average.npz").count == 1
     lines.clear()
-    train(two, str(fer2013), tmp_path / "run2", log=lines.append)
+    report = train(two, str(fer2013), run2, log=lines.append)
     assert any("resuming from" in line and "after epoch 1" in line for line in lines)
     assert any(line.startswith("epoch 2/2") for line in lines)
     assert not any(line.startswith("epoch 1/2") for line in lines)
-    state = json.loads((tmp_path / "run2" / "state.json").read_text())
+    state = json.loads((run2 / "state.json").read_text())
     assert state["epoch"] == 2 and len(state["history"]["loss"]) == 2
+
+    # The average of both epochs (batch norm recomputed) is judged on validation and ships
+    # exactly when it beats the best epoch.
+    entry, mean = report["average"], WeightAverage.load(run2 / "average.npz")
+    assert entry["epochs"] == mean.count == 2
+    assert any(line.startswith("average of 2 epochs: validation") for line in lines)
+    assert entry["kept"] == (entry["validation"] > entry["best_epoch_validation"])
+    kernel = keras.models.load_model(run2 / "best.keras", compile=False).get_layer("emotion").get_weights()[0]
+    assert any(np.array_equal(kernel, w) for w in mean.weights()) == entry["kept"]
     with pytest.raises(SystemExit, match=r"another recipe \(lr\)"):
         train(Recipe(**{**two.__dict__, "lr": 0.1}), str(fer2013), tmp_path / "run2", log=lines.append)
+
+
+def test_weight_average_is_the_mean_of_its_snapshots(tmp_path: Path) -> None:
+    from edgefer.train.trainer import WeightAverage
+
+    rng = np.random.default_rng(0)
+    snaps = [[rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=5).astype(np.float32)] for _ in range(7)]
+    avg = WeightAverage()
+    for snap in snaps[:4]:
+        avg.add(snap)
+    avg.save(tmp_path / "average.npz")
+    resumed = WeightAverage.load(tmp_path / "average.npz")  # a resumed run continues the same mean
+    for snap in snaps[4:]:
+        resumed.add(snap)
+    assert resumed.count == 7
+    for got, *parts in zip(resumed.weights(), *snaps, strict=True):
+        assert got.dtype == np.float32 and np.allclose(got, np.mean(parts, axis=0), atol=1e-6)
+    with pytest.raises(ValueError, match="no weights"):
+        WeightAverage().weights()
 
 
 def test_a_resumed_run_may_change_only_when_it_stops() -> None:

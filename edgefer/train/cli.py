@@ -61,6 +61,19 @@ def parser() -> argparse.ArgumentParser:
             metavar="ALPHA",
             help="blend faces and targets pairwise, weights from Beta(ALPHA, ALPHA) (0: off); teachers label the blend",
         ),
+        "lr_floor": dict(
+            type=float,
+            default=defaults.lr_floor,
+            metavar="SHARE",
+            help="the learning rate decays to SHARE of its peak (1: constant after warm-up, for --average-from)",
+        ),
+        "average_from": dict(
+            type=int,
+            default=0,
+            metavar="EPOCH",
+            help="average the weights of every epoch from EPOCH on (stochastic weight averaging; 0: off); "
+            "the average replaces the best epoch when it is better on validation",
+        ),
     }
     for f in fields(Recipe):
         if f.name == "arch":

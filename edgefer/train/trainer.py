@@ -51,6 +51,14 @@ class Recipe:
     # the blend itself, which shows the student the teachers' function between faces.
     mixup: float = 0.0
     init_from: str | None = None  # a Keras file of the same architecture to start from
+    # The schedule decays (cosine) from the peak to ``lr_floor`` times the peak; 1 keeps
+    # the learning rate constant after warm-up, the usual schedule for weight averaging.
+    lr_floor: float = 1e-3
+    # Stochastic weight averaging: from this epoch on (0: off) the weights at the end of
+    # every epoch join a running mean. The mean sits in the middle of the flat region the
+    # epochs wander around, which generalises better than any one of them; its batch-norm
+    # statistics are recomputed, and it replaces the best epoch only if validation says so.
+    average_from: int = 0
 
 
 # FER2013's seven classes in its own order; a 7-class teacher keeps these four.
@@ -162,6 +170,41 @@ def predict_probs(model, images: np.ndarray, *, flip_average: bool = False, batc
     return p
 
 
+class WeightAverage:
+    """Running mean of a model's weight arrays (all of them, as ``get_weights`` lists them).
+
+    Kept as one float64 copy so many snapshots do not accumulate rounding, and saved with
+    the run's checkpoint so a resumed run continues the same mean.
+    """
+
+    def __init__(self, mean: list[np.ndarray] | None = None, count: int = 0) -> None:
+        self.mean, self.count = mean, count
+
+    def add(self, weights: list[np.ndarray]) -> None:
+        self.count += 1
+        if self.mean is None:
+            self.mean = [np.asarray(w, np.float64).copy() for w in weights]
+            return
+        for m, w in zip(self.mean, weights, strict=True):
+            m += (np.asarray(w, np.float64) - m) / self.count
+
+    def weights(self) -> list[np.ndarray]:
+        if self.mean is None:
+            raise ValueError("no weights averaged yet")
+        return [m.astype(np.float32) for m in self.mean]
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, count=self.count, **{f"w{i}": w for i, w in enumerate(self.weights())})
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> WeightAverage:
+        with np.load(path) as z:
+            n = len(z.files) - 1
+            return cls([z[f"w{i}"].astype(np.float64) for i in range(n)], int(z["count"]))
+
+
 class _Progress:
     """Per-epoch line with elapsed time and ETA, flushed so a log file shows it live."""
 
@@ -213,6 +256,7 @@ def train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt, state_path, best_path = out / "last.keras", out / "state.json", out / "best.weights.h5"
+    avg_path = out / "average.npz"
     keras.utils.set_random_seed(recipe.seed)
 
     full = load_fer2013(data_dir, "train", limit_per_class=recipe.limit_per_class)
@@ -236,7 +280,7 @@ def train(
         start_from(model, recipe, log)
         warm = int(steps * recipe.warmup_fraction)
         sched = keras.optimizers.schedules.CosineDecay(
-            recipe.lr / 25, steps - warm, alpha=1e-3, warmup_target=recipe.lr, warmup_steps=warm
+            recipe.lr / 25, steps - warm, alpha=recipe.lr_floor, warmup_target=recipe.lr, warmup_steps=warm
         )
         model.compile(
             optimizer=keras.optimizers.AdamW(sched, weight_decay=recipe.weight_decay),
@@ -245,6 +289,7 @@ def train(
         )
         state = {"recipe": asdict(recipe), "epoch": 0, "history": {}, "best_val": -1.0, "best_epoch": 0}
     log(f"{recipe.arch}: {model.count_params():,} parameters, {count_flops(model) / 1e6:.1f} MFLOPs")
+    average = WeightAverage.load(avg_path) if state.get("averaged") and avg_path.exists() else WeightAverage()
 
     class Keep(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -255,6 +300,10 @@ def train(
             if logs.get("val_accuracy", 0) > state["best_val"]:
                 state["best_val"], state["best_epoch"] = float(logs["val_accuracy"]), epoch + 1
                 self.model.save_weights(best_path)
+            if recipe.average_from and epoch + 1 >= recipe.average_from:
+                average.add(self.model.get_weights())
+                average.save(avg_path)
+                state["averaged"] = average.count
             self.model.save(ckpt)
             state_path.write_text(json.dumps(state, indent=1))
             if epoch + 1 - state["best_epoch"] >= recipe.patience:
@@ -274,6 +323,9 @@ def train(
         log(f"stopped after epoch {state['epoch']} of {recipe.epochs}; run the same command again to resume")
         return {"resumable": True, "epoch": state["epoch"]}
     model.load_weights(best_path)
+    if average.count:
+        state["average"] = average_if_better(model, average, state["best_val"], tr, va, log)
+        state_path.write_text(json.dumps(state, indent=1))
     model.save(out / "best.keras")
     return finalize(out, data_dir, export_to, log=log)
 
@@ -380,6 +432,25 @@ def precise_bn_if_better(model, tr, va, log=print) -> tuple[dict, dict]:
     return entry, val_after if kept else val_before
 
 
+def average_if_better(model, average: WeightAverage, best_val: float, tr, va, log=print) -> dict:
+    """Put the averaged weights (batch norm recomputed on ``tr``) into ``model`` when they
+    beat the best epoch's validation accuracy ``best_val``; otherwise leave ``model`` as it is.
+
+    The moving batch-norm statistics of an average are the average of statistics that
+    belonged to other weights, so they are always recomputed before it is judged.
+    """
+    best = model.get_weights()
+    model.set_weights(average.weights())
+    recalibrate_bn(model, tr.images)
+    val = summary(va.labels, predict_probs(model, va.images).argmax(1), LABELS)["accuracy"]
+    kept = val > best_val
+    if not kept:
+        model.set_weights(best)
+    log(f"average of {average.count} epochs: validation {val:.4f} against the best epoch's {best_val:.4f} "
+        f"({'kept' if kept else 'discarded'})")  # fmt: skip
+    return {"epochs": average.count, "validation": val, "best_epoch_validation": best_val, "kept": kept}
+
+
 def finalize(run_dir: str | Path, data_dir: str | None, export_to: str | Path | None = None, log=print) -> dict:
     """Evaluate a finished run's best model, export both TFLite files and check them.
 
@@ -410,6 +481,7 @@ def finalize(run_dir: str | Path, data_dir: str | None, export_to: str | Path | 
         "recipe": asdict(recipe),
         "precise_bn": precise,
         "validation": validation,
+        **({"average": state["average"]} if "average" in state else {}),
     }
     dest = Path(export_to) if export_to else out
     dest.mkdir(parents=True, exist_ok=True)
