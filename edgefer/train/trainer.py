@@ -194,8 +194,10 @@ class WeightAverage:
         return [m.astype(np.float32) for m in self.mean]
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, count=self.count, **{f"w{i}": w for i, w in enumerate(self.weights())})
+        if self.mean is None:
+            raise ValueError("no weights averaged yet")
+        tmp = path.with_name(path.name + ".tmp.npz")  # replaced in one step: a kill never leaves half a file
+        np.savez(tmp, count=self.count, **{f"w{i}": m for i, m in enumerate(self.mean)})
         tmp.replace(path)
 
     @classmethod
