@@ -95,6 +95,17 @@ def test_settings_round_trip_through_a_flower_run_config() -> None:
         federated.FedConfig(partition="by-user")
 
 
+def test_a_federation_refuses_settings_it_cannot_honour() -> None:
+    from edgefer.train.federated import refuse_centralized_only
+    from edgefer.train.trainer import Recipe
+
+    refuse_centralized_only(Recipe(mixup=0.4))  # clients do mix their own faces
+    with pytest.raises(SystemExit, match=r"centralized training only: --average-from, --lr-floor"):
+        refuse_centralized_only(Recipe(average_from=3, lr_floor=1.0))
+    with pytest.raises(SystemExit, match="--teacher"):
+        refuse_centralized_only(Recipe(teachers=["t.keras"], distill=0.5))
+
+
 def test_round_learning_rate_warms_up_then_decays() -> None:
     federated = pytest.importorskip("edgefer.train.federated")
     from edgefer.train.trainer import Recipe

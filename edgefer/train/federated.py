@@ -416,6 +416,20 @@ def _val_loss(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0))))
 
 
+def refuse_centralized_only(recipe: Recipe) -> None:
+    """Refuse recipe settings a federation cannot honour, before any data is loaded: silently
+    training without them would report a recipe that was not run."""
+    unsupported = []
+    if recipe.teachers and recipe.distill > 0:
+        unsupported.append("--teacher (clients would need the teachers)")
+    if recipe.average_from:
+        unsupported.append("--average-from")
+    if recipe.lr_floor != Recipe.lr_floor:
+        unsupported.append("--lr-floor (the rounds follow round_lr's own schedule)")
+    if unsupported:
+        raise SystemExit(f"for centralized training only: {', '.join(unsupported)}")
+
+
 def serve(
     grid: Grid,
     recipe: Recipe,
@@ -442,6 +456,7 @@ def serve(
     out.mkdir(parents=True, exist_ok=True)
     state_path, global_path, best_path = out / "state.json", out / "global.npz", out / "best.npz"
     settings = run_config(recipe, cfg)
+    refuse_centralized_only(recipe)
 
     if train_set is None:
         train_set = load_fer2013(data_dir, "train", limit_per_class=recipe.limit_per_class)
@@ -453,8 +468,6 @@ def serve(
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     if state and _same_run(state.get("settings", {})) != _same_run(settings):
         raise SystemExit(f"{state_path}: checkpoint was made with other settings; use a fresh --out")
-    if recipe.teachers and recipe.distill > 0:
-        raise SystemExit("distillation (--teacher) is for centralized training; clients would need the teachers")
     keras.utils.set_random_seed(recipe.seed)
     model = build(recipe.arch)
     if state and global_path.exists():
