@@ -188,16 +188,18 @@ class WeightAverage:
         for m, w in zip(self.mean, weights, strict=True):
             m += (np.asarray(w, np.float64) - m) / self.count
 
-    def weights(self) -> list[np.ndarray]:
+    def _arrays(self) -> list[np.ndarray]:
         if self.mean is None:
             raise ValueError("no weights averaged yet")
-        return [m.astype(np.float32) for m in self.mean]
+        return self.mean
+
+    def weights(self) -> list[np.ndarray]:
+        return [m.astype(np.float32) for m in self._arrays()]
 
     def save(self, path: Path) -> None:
-        if self.mean is None:
-            raise ValueError("no weights averaged yet")
+        arrays = self._arrays()
         tmp = path.with_name(path.name + ".tmp.npz")  # replaced in one step: a kill never leaves half a file
-        np.savez(tmp, count=self.count, **{f"w{i}": m for i, m in enumerate(self.mean)})
+        np.savez(tmp, count=self.count, **{f"w{i}": m for i, m in enumerate(arrays)})
         tmp.replace(path)
 
     @classmethod
@@ -421,16 +423,22 @@ def recalibrate_bn(
         layer.momentum = m
 
 
+def validate(model, va) -> dict:
+    """Accuracy, macro-F1 and confusion of ``model`` on the validation faces ``va``: the one
+    measure every keep-it-or-not decision after training is taken on."""
+    return summary(va.labels, predict_probs(model, va.images).argmax(1), LABELS)
+
+
 def precise_bn_if_better(model, tr, va, log=print) -> tuple[dict, dict]:
     """Apply :func:`recalibrate_bn` on the training faces ``tr`` and keep it only when
     accuracy on the validation faces ``va`` improves (decided on validation, never on test).
 
     Returns the report's ``precise_bn`` entry and the validation summary of the model kept.
     """
-    val_before = summary(va.labels, predict_probs(model, va.images).argmax(1), LABELS)
+    val_before = validate(model, va)
     weights = model.get_weights()
     recalibrate_bn(model, tr.images)
-    val_after = summary(va.labels, predict_probs(model, va.images).argmax(1), LABELS)
+    val_after = validate(model, va)
     kept = val_after["accuracy"] > val_before["accuracy"]
     if not kept:
         model.set_weights(weights)
@@ -452,7 +460,7 @@ def average_if_better(model, average: WeightAverage, recipe: Recipe, best_val: f
     best = model.get_weights()
     model.set_weights(average.weights())
     recalibrate_bn(model, tr.images, augment=recipe)
-    val = summary(va.labels, predict_probs(model, va.images).argmax(1), LABELS)["accuracy"]
+    val = validate(model, va)["accuracy"]
     kept = val > best_val
     if not kept:
         model.set_weights(best)
