@@ -45,6 +45,11 @@ def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: P
     assert abs(flip_file["accuracy"] - report["keras_test_flip"]["accuracy"]) <= 0.01
     assert report["files"]["int8"]["test"]["flip_average"]["n"] == report["keras_test_flip"]["n"]
     assert i8.stat().st_size * 3 <= f32.stat().st_size
+    # Both files are scored on the validation faces too (the int8 choice is made there).
+    for kind in ("float32", "int8"):
+        val = report["files"][kind]["validation"]
+        assert val["n"] == report["validation"]["n"] and 0.0 <= val["accuracy"] <= 1.0
+    assert report["files"]["float32"]["validation"]["argmax_agreement_with_keras"] > 0.99
 
     # The runtime reproduces the Keras model on real faces.
     faces = load_fer2013(fer2013, "test", limit_per_class=15)
@@ -98,6 +103,43 @@ def test_weight_average_is_the_mean_of_its_snapshots(tmp_path: Path) -> None:
         assert got.dtype == np.float32 and np.allclose(got, np.mean(parts, axis=0), atol=1e-6)
     with pytest.raises(ValueError, match="no weights"):
         WeightAverage().weights()
+
+
+def test_a_soup_ships_the_average_only_when_validation_prefers_it(fer2013: Path, tmp_path: Path) -> None:
+    import keras
+
+    from edgefer.train.models import build
+    from edgefer.train.trainer import Recipe, soup
+
+    # Two models of one basin: the second is the first nudged, as fine-tuning would.
+    keras.utils.set_random_seed(3)
+    first = build("edgefer")
+    rng = np.random.default_rng(3)
+    nudged = build("edgefer")
+    nudged.set_weights([w + rng.normal(0, 0.02, w.shape).astype(np.float32) * (w != 0) for w in first.get_weights()])
+    paths = [tmp_path / "a.keras", tmp_path / "b.keras"]
+    first.save(paths[0])
+    nudged.save(paths[1])
+    lines: list[str] = []
+    recipe = Recipe(limit_per_class=40)
+    report = soup([str(p) for p in paths], recipe, str(fer2013), tmp_path / "soup", log=lines.append)
+
+    entry = report["average"]
+    assert entry["epochs"] == 2 and entry["ingredients"] == [str(p) for p in paths]
+    assert sum(line.startswith(str(p)) and ": validation" in line for p in paths for line in lines) == 2
+    assert any(line.startswith("average of 2 models: validation") for line in lines)
+    assert entry["kept"] == (entry["validation"] > max(entry["ingredient_validation"]))
+    shipped = keras.models.load_model(tmp_path / "soup" / "best.keras", compile=False).get_layer("emotion")
+    kernels = [m.get_layer("emotion").get_weights()[0] for m in (first, nudged)]
+    best = kernels[int(np.argmax(entry["ingredient_validation"]))]
+    expect = (kernels[0] + kernels[1]) / 2 if entry["kept"] else best
+    assert np.allclose(shipped.get_weights()[0], expect, atol=1e-6)
+    assert Path(report["files"]["int8"]["path"]).exists()
+
+    # Only one architecture can be averaged; the error names the odd file out.
+    build("paper").save(tmp_path / "paper.keras")
+    with pytest.raises(SystemExit, match=r"paper\.keras: not the same network"):
+        soup([str(paths[0]), str(tmp_path / "paper.keras")], recipe, str(fer2013), tmp_path / "bad", log=lines.append)
 
 
 def test_a_resumed_run_may_change_only_when_it_stops() -> None:

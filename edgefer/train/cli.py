@@ -30,6 +30,13 @@ def parser() -> argparse.ArgumentParser:
         help="print a Markdown table of finished runs (folders or report.json files); "
         "gaps are measured against the first centralized one",
     )
+    p.add_argument(
+        "--soup",
+        nargs="+",
+        metavar="KERAS_FILE",
+        help="average the weights of these finished models (one architecture, fine-tuned from one another) "
+        "into --out; the average ships only when it beats the best of them on validation",
+    )
     p.add_argument("--plot", metavar="PNG", help="with --compare: PublicTest accuracy against the number of clients")
     defaults = Recipe()
     special = {
@@ -133,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         finalize(args.out, args.data_dir, args.export_to, log=_log)
         return 0
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
+    if args.soup:
+        from edgefer.train.trainer import soup
+
+        soup(args.soup, recipe, args.data_dir, args.out or "runs/soup", log=_log, export_to=args.export_to)
+        return 0
     if args.federated or args.flower_app:
         from edgefer.train import federated
 

@@ -601,7 +601,7 @@ def _finish(model, recipe, cfg, state, tr, va, data_dir, out, log, export_to, ex
     # server holds (the faces it also calibrates int8 on), kept only if validation improves.
     report["precise_bn"], report["validation"] = precise_bn_if_better(model, tr, va, log)
     dest = Path(export_to) if export_to else out
-    evaluate_and_export(model, f"{recipe.arch}-federated", tr, data_dir, out, dest, report, log)
+    evaluate_and_export(model, f"{recipe.arch}-federated", tr, va, data_dir, out, dest, report, log)
     _write_json(out / "report.json", report)
     log(f"best round {state['best_round']} (val_acc {state['best_val']:.4f})")
     return report
