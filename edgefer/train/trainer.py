@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefer import LABELS
-from edgefer.datasets import load_fer2013, stratified_split
+from edgefer.datasets import Dataset, load_fer2013, stratified_split
 from edgefer.metrics import summary
 
 
@@ -240,7 +240,7 @@ class _Progress:
         return Cb()
 
 
-def train_and_validation(recipe: Recipe, data_dir: str | None):
+def train_and_validation(recipe: Recipe, data_dir: str | None) -> tuple[Dataset, Dataset]:
     """FER2013 train cut into the training faces and the validation part held out per class
     (``recipe.val_fraction``, ``recipe.seed``): the same cut for training, finalizing and soups,
     so every keep-it-or-not decision is taken on the same faces."""
