@@ -58,7 +58,10 @@ def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: P
     got = Classifier(f32).predict(faces.images)
     assert np.allclose(got, ref, atol=1e-4)
     q = Classifier(i8).predict(faces.images)
-    assert q.shape == ref.shape and np.abs(q - ref).max() < 0.25
+    # One epoch leaves a barely trained network, so a face or two can sit where int8 rounding
+    # moves a probability by a quarter; a wrong scale or zero point moves all of them.
+    err = np.abs(q - ref)
+    assert q.shape == ref.shape and err.mean() < 0.03 and err.max() < 0.4
 
     # Resume: a time-boxed call stops after one epoch; the same call again finishes. The run
     # averages its weights, so the resumed call must continue the same average.
