@@ -596,9 +596,10 @@ def evaluate_and_export(
         "int8": export.to_tflite(model, dest / f"{stem}-int8.tflite", int8=True, calibration=calib),
     }
     report["files"] = {k: {"path": str(v), "bytes": v.stat().st_size} for k, v in files.items()}
+    runtimes = {kind: Classifier(path, threads=2) for kind, path in files.items()}  # one load per file
     ref_val = predict_probs(model, va.images).argmax(1)
     for kind, path in files.items():
-        got = Classifier(path, threads=2).predict_labels(va.images)
+        got = runtimes[kind].predict_labels(va.images)
         res = summary(va.labels, got, LABELS)
         res["argmax_agreement_with_keras"] = float((got == ref_val).mean())
         report["files"][kind]["validation"] = res
@@ -615,7 +616,7 @@ def evaluate_and_export(
         flip = predict_probs(model, test.images, flip_average=True).argmax(1)
         report["keras_test_flip"] = summary(test.labels, flip, LABELS)
         for kind, path in files.items():
-            clf = Classifier(path, threads=2)
+            clf = runtimes[kind]
             got = clf.predict_labels(test.images)
             res = summary(test.labels, got, LABELS)
             res["argmax_agreement_with_keras"] = float((got == ref).mean())
