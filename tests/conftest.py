@@ -25,6 +25,19 @@ def fer2013() -> Path:
     return root
 
 
+@pytest.fixture
+def few_faces(fer2013: Path, tmp_path: Path) -> Path:
+    """A FER2013 folder with 40 real faces per class in train and 15 in test (linked, not
+    copied): enough for a training step's export and figures, quick to finalize."""
+    few = tmp_path / "fer2013-few"
+    for split, n in (("train", 40), ("test", 15)):
+        for label in ("angry", "happy", "sad", "neutral"):
+            (few / split / label).mkdir(parents=True)
+            for face in sorted((fer2013 / split / label).iterdir())[:n]:
+                (few / split / label / face.name).symlink_to(face)
+    return few
+
+
 # -- a real mosquitto broker on a free port ------------------------------------------------
 
 import getpass  # noqa: E402

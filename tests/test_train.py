@@ -108,7 +108,7 @@ def test_weight_average_is_the_mean_of_its_snapshots(tmp_path: Path) -> None:
         WeightAverage().weights()
 
 
-def test_a_soup_ships_the_average_only_when_validation_prefers_it(fer2013: Path, tmp_path: Path) -> None:
+def test_a_soup_ships_the_average_only_when_validation_prefers_it(few_faces: Path, tmp_path: Path) -> None:
     import keras
 
     from edgefer.train.models import build
@@ -123,16 +123,10 @@ def test_a_soup_ships_the_average_only_when_validation_prefers_it(fer2013: Path,
     paths = [tmp_path / "a.keras", tmp_path / "b.keras"]
     first.save(paths[0])
     nudged.save(paths[1])
-    # A few real faces of each split (linked, not copied) keep the soup's finalize quick.
-    few = tmp_path / "fer2013"
-    for split, n in (("train", 40), ("test", 15)):
-        for label in ("angry", "happy", "sad", "neutral"):
-            (few / split / label).mkdir(parents=True)
-            for face in sorted((fer2013 / split / label).iterdir())[:n]:
-                (few / split / label / face.name).symlink_to(face)
+    few = str(few_faces)  # a few real faces per class keep the soup's finalize quick
     lines: list[str] = []
     recipe = Recipe()
-    report = soup([str(p) for p in paths], recipe, str(few), tmp_path / "soup", log=lines.append)
+    report = soup([str(p) for p in paths], recipe, few, tmp_path / "soup", log=lines.append)
 
     entry = report["average"]
     assert entry["epochs"] == 2 and entry["ingredients"] == [str(p) for p in paths]
@@ -149,7 +143,7 @@ def test_a_soup_ships_the_average_only_when_validation_prefers_it(fer2013: Path,
     # Only one architecture can be averaged; the error names the odd file out.
     build("paper").save(tmp_path / "paper.keras")
     with pytest.raises(SystemExit, match=r"paper\.keras: not the same network"):
-        soup([str(paths[0]), str(tmp_path / "paper.keras")], recipe, str(few), tmp_path / "bad", log=lines.append)
+        soup([str(paths[0]), str(tmp_path / "paper.keras")], recipe, few, tmp_path / "bad", log=lines.append)
 
 
 def test_a_resumed_run_may_change_only_when_it_stops() -> None:

@@ -81,6 +81,12 @@ def parser() -> argparse.ArgumentParser:
             help="average the weights of every epoch from EPOCH on (stochastic weight averaging; 0: off); "
             "the average replaces the best epoch when it is better on validation",
         ),
+        "quant_aware": dict(
+            action=argparse.BooleanOptionalAction,
+            default=False,
+            help="fine-tune --init-from with int8 rounding simulated (batch norm frozen), "
+            "so its int8 file keeps the float model's answers",
+        ),
     }
     for f in fields(Recipe):
         if f.name == "arch":

@@ -59,6 +59,9 @@ class Recipe:
     # epochs wander around, which generalises better than any one of them; its batch-norm
     # statistics are recomputed, and it replaces the best epoch only if validation says so.
     average_from: int = 0
+    # Quantisation-aware fine-tuning of ``init_from``: int8 rounding of every tensor the
+    # int8 file stores is simulated while training, batch norm frozen (edgefer/train/quant.py).
+    quant_aware: bool = False
 
 
 # FER2013's seven classes in its own order; a 7-class teacher keeps these four.
@@ -264,6 +267,7 @@ def train(
     """
     import keras
 
+    from edgefer.train import export
     from edgefer.train.models import build, count_flops
 
     out = Path(out_dir)
@@ -283,12 +287,21 @@ def train(
     if state:
         check_resumable(state.get("recipe", {}), recipe, state_path)
         state["recipe"] = asdict(recipe)
+    if recipe.quant_aware:
+        from edgefer.train import quant  # registers its layer before a checkpoint is loaded
+
+        if not recipe.init_from:
+            raise SystemExit("--quant-aware fine-tunes a trained model: give it with --init-from")
     if ckpt.exists() and state:
         model = keras.models.load_model(ckpt)
         log(f"resuming from {ckpt} after epoch {state['epoch']}")
     else:
         model = build(recipe.arch)
         start_from(model, recipe, log)
+        if recipe.quant_aware:
+            model = quant.fake_quantized(model, export.calibration_sample(tr.images, tr.labels))
+            rounded = sum(isinstance(layer, quant.FakeQuant) for layer in model.layers)
+            log(f"simulating int8 rounding at {rounded} tensors, batch norm frozen")
         warm = int(steps * recipe.warmup_fraction)
         sched = keras.optimizers.schedules.CosineDecay(
             recipe.lr / 25, steps - warm, alpha=recipe.lr_floor, warmup_target=recipe.lr, warmup_steps=warm
@@ -337,6 +350,10 @@ def train(
     if average.count:
         state["average"] = average_if_better(model, average, recipe, state["best_val"], tr, va, log)
         state_path.write_text(json.dumps(state, indent=1))
+    if recipe.quant_aware:  # the weights go back into the plain network the export converts
+        plain = build(recipe.arch)
+        grow_from(model, plain, source=str(best_path))
+        model = plain
     model.save(out / "best.keras")
     return finalize(out, data_dir, export_to, log=log)
 
@@ -552,7 +569,10 @@ def finalize(run_dir: str | Path, data_dir: str | None, export_to: str | Path | 
     # include_optimizer for it), which would triple the size of the model exported below.
     model = keras.models.load_model(out / "best.keras", compile=False)
     tr, va = train_and_validation(recipe, data_dir)
-    precise, validation = precise_bn_if_better(model, tr, va, log)
+    if recipe.quant_aware:  # its statistics are the ones it was fine-tuned for int8 with
+        precise, validation = {"kept": False, "skipped": "quantisation-aware"}, validate(model, va)
+    else:
+        precise, validation = precise_bn_if_better(model, tr, va, log)
     report: dict = {
         "arch": recipe.arch,
         "params": model.count_params(),

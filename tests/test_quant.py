@@ -1,0 +1,86 @@
+"""Quantisation-aware fine-tuning: the simulated rounding sits where the int8 file rounds,
+at the same step, and fine-tuning with it ships a plain network whose batch norm is untouched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgefer.datasets import load_fer2013
+
+pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.train
+
+MODEL = Path(__file__).resolve().parents[1] / "models" / "edgefer.keras"
+
+
+def test_rounding_is_simulated_where_and_as_the_int8_file_rounds(fer2013: Path, tmp_path: Path) -> None:
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgefer.train import export, quant
+
+    model = keras.models.load_model(MODEL, compile=False)
+    faces = load_fer2013(fer2013, "test", limit_per_class=30).images
+    points = quant.quant_points(model)
+    # Fused away: convolutions and batch norms feeding one batch norm / activation, the adds
+    # feeding their ReLU. Kept: every ReLU output, the residual branch before its add, pooling.
+    assert "s2b_pwbn" in points and "s1a_relu" in points and "gap" in points
+    assert not {"s1a_conv", "s1a_bn", "s2b_add", "s2b_dw", "s1_pool", "emotion"} & set(points)
+
+    # The converter, calibrated on the same faces, gives each of those tensors the step
+    # (max - min) / 255 that the simulation uses, and keeps no other new activation grid.
+    ranges = quant.activation_ranges(model, points, faces)
+    path = export.to_tflite(model, tmp_path / "m.tflite", int8=True, calibration=faces)
+    interp = Interpreter(str(path))
+    face = interp.get_input_details()[0]["index"]
+    scales = sorted(  # per-tensor int8 activations (weights are per channel), less input and 4-class head
+        {round(float(t["quantization_parameters"]["scales"][0]), 7) for t in interp.get_tensor_details()
+         if t["dtype"] == np.int8 and t["quantization_parameters"]["scales"].size == 1
+         and t["index"] != face and t["shape"][-1] != 4}
+    )  # fmt: skip
+    wanted = sorted({round((hi - lo) / 255.0, 7) for lo, hi in ranges.values()})
+    assert len(scales) == len(wanted) == len(points)
+    assert np.allclose(scales, wanted, rtol=1e-3)
+
+    # The simulated model shares the weights, rounds each point onto its 256-level grid, and
+    # stays close to the float model; saved and loaded it computes the same (resuming).
+    qat = quant.fake_quantized(model, faces)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), qat.get_weights(), strict=True))
+    x = faces.astype(np.float32)[..., None] / 255.0
+    lo, hi = ranges["s2b_pwbn"]
+    grid = keras.Model(qat.inputs, qat.get_layer("s2b_pwbn").output).predict(x[:20], verbose=0)
+    steps = grid / ((hi - lo) / 255.0)  # the grid holds zero exactly, as the int8 file's does
+    assert np.abs(steps - np.round(steps)).max() < 1e-2 and len(np.unique(grid)) <= 256
+    ref, got = model.predict(x, verbose=0), qat.predict(x, verbose=0)
+    assert not np.allclose(ref, got) and (ref.argmax(1) == got.argmax(1)).mean() > 0.9
+    qat.save(tmp_path / "qat.keras")
+    assert np.array_equal(keras.models.load_model(tmp_path / "qat.keras").predict(x, verbose=0), got)
+
+
+def test_quantisation_aware_fine_tuning_ships_a_plain_network(few_faces: Path, tmp_path: Path) -> None:
+    import keras
+
+    from edgefer.train.trainer import Recipe, train
+
+    with pytest.raises(SystemExit, match="--init-from"):
+        train(Recipe(quant_aware=True), str(few_faces), tmp_path / "none", log=lambda _: None)
+
+    lines: list[str] = []
+    recipe = Recipe(epochs=1, batch_size=32, lr=1e-3, init_from=str(MODEL), quant_aware=True, patience=5)
+    report = train(recipe, str(few_faces), tmp_path / "run", log=lines.append)
+    assert any(line.startswith("simulating int8 rounding at 20 tensors") for line in lines)
+    assert report["precise_bn"]["skipped"] == "quantisation-aware"
+
+    start = keras.models.load_model(MODEL, compile=False)
+    tuned = keras.models.load_model(tmp_path / "run" / "best.keras", compile=False)
+    assert {type(layer).__name__ for layer in tuned.layers} == {type(layer).__name__ for layer in start.layers}
+    # Convolutions learned; batch-norm statistics and scales stayed as the converter will fold them.
+    assert not np.allclose(start.get_layer("fb2_conv").get_weights()[0], tuned.get_layer("fb2_conv").get_weights()[0])
+    for name in ("s1a_bn", "s3c_pwbn", "fb3_bn"):
+        for a, b in zip(start.get_layer(name).get_weights(), tuned.get_layer(name).get_weights(), strict=True):
+            assert np.array_equal(a, b), name
+    int8 = report["files"]["int8"]["validation"]
+    assert int8["n"] == report["validation"]["n"] and int8["argmax_agreement_with_keras"] > 0.9
