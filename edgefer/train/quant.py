@@ -10,9 +10,10 @@ gradient) lets the network find weights whose answers survive it.
 
 The export is unchanged: the fine-tuned float model is calibrated and converted like any
 other, so the simulated rounding never reaches a file. Batch norm is frozen while it runs,
-as the converter folds it into the convolution with the statistics it has. Weights are not
-rounded here: their int8 error is per channel and small beside the activations' (each fused
-operation's output error is the plain rounding error of its own tensor).
+as the converter folds it into the convolution with the statistics it has. Both roundings
+are simulated, the activations' and the weights' (per channel): with the activations' alone
+the simulated network agreed with stage 3's int8 file on fewer validation faces than the
+float network did (97.8 % against 98.2 %), so it was rehearsing other errors than the file's.
 """
 
 from __future__ import annotations
@@ -27,24 +28,57 @@ _PASS_THROUGH = (keras.layers.MaxPooling2D, keras.layers.Dropout, keras.layers.F
 _FUSES_INTO_PRODUCER = (keras.layers.BatchNormalization, keras.layers.Activation)
 
 
+_WEIGHTED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+
+
+def _round_weights(kernel):
+    """Symmetric int8 per output channel (the last axis; a depthwise kernel's channels), the
+    converter's choice. Rounding the raw kernel equals rounding the one with batch norm
+    folded in: folding scales each output channel by one factor, and so does its step."""
+    axes = list(range(len(kernel.shape) - 1))
+    step = tf.maximum(tf.reduce_max(tf.abs(kernel), axis=axes, keepdims=True), 1e-12) / 127.0
+    rounded = tf.clip_by_value(tf.round(kernel / step), -127.0, 127.0) * step
+    return kernel + tf.stop_gradient(rounded - kernel)  # straight-through gradient
+
+
 @keras.saving.register_keras_serializable("edgefer")
 class FakeQuant(keras.layers.Layer):
-    """Runs ``layer`` and rounds its output to the int8 grid of ``[low, high]``, as the
-    converter will (asymmetric, zero exactly representable); the gradient passes straight
-    through inside the range and is zero outside it.
+    """Runs ``layer`` as the int8 file will: a convolution or dense layer with its kernel
+    rounded to int8 per channel, and its output (when ``low`` and ``high`` are given) rounded
+    to the int8 grid of that range (asymmetric, zero exactly representable). Gradients pass
+    straight through the rounding, and are zero for outputs beyond the range.
 
     It wraps the layer rather than following it, so the layer keeps its name and its
     weights: a plain model of the same architecture takes them back by name.
     """
 
-    def __init__(self, layer: keras.layers.Layer, low: float, high: float, **kwargs) -> None:
+    def __init__(self, layer: keras.layers.Layer, low: float | None = None, high: float | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.layer, self.low, self.high = layer, float(low), float(high)
+        self.layer = layer
+        self.low, self.high = (None, None) if low is None or high is None else (float(low), float(high))
 
     def call(self, inputs, training=None, mask=None):
-        return tf.quantization.fake_quant_with_min_max_args(
-            self.layer(inputs, training=training), min=self.low, max=self.high, num_bits=8
-        )
+        y = self._weighted(inputs) if isinstance(self.layer, _WEIGHTED) else self.layer(inputs, training=training)
+        if self.low is None:
+            return y
+        return tf.quantization.fake_quant_with_min_max_args(y, min=self.low, max=self.high, num_bits=8)
+
+    def _weighted(self, x):
+        layer = self.layer
+        if not layer.built:
+            layer.build(x.shape)
+        kernel = _round_weights(layer.kernel)
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            y = keras.ops.depthwise_conv(
+                x, kernel, layer.strides, layer.padding, layer.data_format, layer.dilation_rate
+            )
+        elif isinstance(layer, keras.layers.Conv2D):
+            y = keras.ops.conv(x, kernel, layer.strides, layer.padding, layer.data_format, layer.dilation_rate)
+        else:
+            y = keras.ops.matmul(x, kernel)
+        if layer.use_bias:
+            y = y + layer.bias
+        return layer.activation(y)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -140,8 +174,16 @@ def fake_quantized(model: keras.Model, faces: np.ndarray) -> keras.Model:
     ranges = activation_ranges(model, quant_points(model), faces)
 
     def wrap(layer):
-        if layer.name in ranges:
-            return FakeQuant(layer, *ranges[layer.name], name=layer.name)
+        if layer.name in ranges or isinstance(layer, _WEIGHTED):
+            return FakeQuant(layer, *ranges.get(layer.name, (None, None)), name=layer.name)
         return layer
 
     return keras.models.clone_model(model, clone_function=wrap)
+
+
+def describe(model: keras.Model) -> str:
+    """What a :func:`fake_quantized` model rounds, for the training log."""
+    wrapped = [layer for layer in model.layers if isinstance(layer, FakeQuant)]
+    kernels = sum(isinstance(layer.layer, _WEIGHTED) for layer in wrapped)
+    tensors = sum(layer.low is not None for layer in wrapped)
+    return f"simulating int8 rounding of {kernels} kernels and {tensors} activation tensors, batch norm frozen"

@@ -300,8 +300,7 @@ def train(
         start_from(model, recipe, log)
         if recipe.quant_aware:
             model = quant.fake_quantized(model, export.calibration_sample(tr.images, tr.labels))
-            rounded = sum(isinstance(layer, quant.FakeQuant) for layer in model.layers)
-            log(f"simulating int8 rounding at {rounded} tensors, batch norm frozen")
+            log(quant.describe(model))
         warm = int(steps * recipe.warmup_fraction)
         sched = keras.optimizers.schedules.CosineDecay(
             recipe.lr / 25, steps - warm, alpha=recipe.lr_floor, warmup_target=recipe.lr, warmup_steps=warm
