@@ -31,6 +31,8 @@ def _row(kind: str, clients: int, f32: float, i8: float) -> dict:
         "int8": i8,
         "int8_f1": i8 - 0.02,
         "flip": None,
+        "int8_validation": None,
+        "int8_agreement": None,
     }
 
 
@@ -62,6 +64,14 @@ def test_real_reports_give_the_card_row():
     assert fed_line.startswith("| fed | federated, iid | 3 |")
     assert f"{gap:.1f} / " in fed_line
     assert f"{100 * fed['files']['int8']['test']['accuracy']:.2f}" in fed_line
+    assert fed_line.split("|")[7] == "  "  # this report predates int8 validation figures
+
+
+def test_the_int8_file_chosen_on_validation_shows_its_validation_and_agreement():
+    report = load_report(FIGURES / "edgefer-qat-soup-report.json")
+    val = report["files"]["int8"]["validation"]
+    line = markdown_table([run_row(report, "qat")]).splitlines()[-1]
+    assert line.split("|")[7].strip() == f"{100 * val['accuracy']:.2f} ({100 * val['argmax_agreement_with_keras']:.2f})"
 
 
 def test_cli_prints_the_table_and_draws_the_plot(tmp_path, capsys):
