@@ -26,8 +26,7 @@ import tensorflow as tf
 # dropout and flatten vanish) or folds into the layer that produced their input.
 _PASS_THROUGH = (keras.layers.MaxPooling2D, keras.layers.Dropout, keras.layers.Flatten, keras.layers.InputLayer)
 _FUSES_INTO_PRODUCER = (keras.layers.BatchNormalization, keras.layers.Activation)
-
-
+# Layers whose kernel the converter stores as int8, one step per output channel.
 _WEIGHTED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
 
@@ -120,17 +119,17 @@ def quant_points(model: keras.Model) -> list[str]:
     """Names of the layers whose output the int8 file stores as a tensor of its own.
 
     A layer whose output goes on only into a batch norm or an activation is fused with it
-    and never rounded; pass-through layers keep their input's grid; the model's output
-    (softmax probabilities) is left exact, its rounding cannot be learned around.
+    and never rounded; pass-through layers keep their input's grid; the model's output (the
+    layer nothing consumes: softmax probabilities) is left exact, its rounding cannot be
+    learned around.
     """
     consumers = _consumers(model)
-    output_names = {t._keras_history[0].name for t in model.outputs}
     points = []
     for layer in model.layers:
-        if isinstance(layer, _PASS_THROUGH) or layer.name in output_names:
-            continue
         fed = [model.get_layer(name) for name in consumers[layer.name]]
-        if fed and all(isinstance(f, _FUSES_INTO_PRODUCER) for f in fed) and len(fed) == 1:
+        if isinstance(layer, _PASS_THROUGH) or not fed:
+            continue
+        if len(fed) == 1 and isinstance(fed[0], _FUSES_INTO_PRODUCER):
             continue
         points.append(layer.name)
     return points
@@ -164,7 +163,8 @@ def activation_ranges(model: keras.Model, points: list[str], faces: np.ndarray) 
 
 def fake_quantized(model: keras.Model, faces: np.ndarray) -> keras.Model:
     """A model that shares ``model``'s layers (training it trains ``model``) with int8
-    rounding after each :func:`quant_points` layer, ranges calibrated on ``faces``.
+    rounding of every kernel and after each :func:`quant_points` layer, the activation
+    ranges calibrated on ``faces`` (the calibration faces of the export, for the same grid).
 
     Batch norm is frozen first (inference statistics, no updates), in ``model`` too.
     """
