@@ -92,6 +92,7 @@ def test_quantisation_aware_fine_tuning_ships_a_plain_network(few_faces: Path, t
 
     with pytest.raises(SystemExit, match="--init-from"):
         train(Recipe(quant_aware=True), str(few_faces), tmp_path / "none", log=lambda _: None)
+    assert not (tmp_path / "none").exists()  # refused before any data is read or folder made
 
     lines: list[str] = []
     recipe = Recipe(epochs=1, batch_size=32, lr=1e-3, init_from=str(MODEL), quant_aware=True, patience=5)

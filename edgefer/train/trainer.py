@@ -59,8 +59,9 @@ class Recipe:
     # epochs wander around, which generalises better than any one of them; its batch-norm
     # statistics are recomputed, and it replaces the best epoch only if validation says so.
     average_from: int = 0
-    # Quantisation-aware fine-tuning of ``init_from``: int8 rounding of every tensor the
-    # int8 file stores is simulated while training, batch norm frozen (edgefer/train/quant.py).
+    # Quantisation-aware fine-tuning of ``init_from``: the int8 rounding of every kernel and
+    # of every tensor the int8 file stores is simulated while training, batch norm frozen
+    # (edgefer/train/quant.py).
     quant_aware: bool = False
 
 
@@ -270,6 +271,11 @@ def train(
     from edgefer.train import export
     from edgefer.train.models import build, count_flops
 
+    if recipe.quant_aware:
+        from edgefer.train import quant  # registers its layer before a checkpoint is loaded
+
+        if not recipe.init_from:
+            raise SystemExit("--quant-aware fine-tunes a trained model: give it with --init-from")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt, state_path, best_path = out / "last.keras", out / "state.json", out / "best.weights.h5"
@@ -287,11 +293,6 @@ def train(
     if state:
         check_resumable(state.get("recipe", {}), recipe, state_path)
         state["recipe"] = asdict(recipe)
-    if recipe.quant_aware:
-        from edgefer.train import quant  # registers its layer before a checkpoint is loaded
-
-        if not recipe.init_from:
-            raise SystemExit("--quant-aware fine-tunes a trained model: give it with --init-from")
     if ckpt.exists() and state:
         model = keras.models.load_model(ckpt)
         log(f"resuming from {ckpt} after epoch {state['epoch']}")
