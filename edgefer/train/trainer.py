@@ -595,6 +595,13 @@ def finalize(run_dir: str | Path, data_dir: str | None, export_to: str | Path | 
     return report
 
 
+def _file_summary(got: np.ndarray, labels: np.ndarray, keras_labels: np.ndarray) -> dict:
+    """A TFLite file's scores on some faces, with how often it gives the Keras model's answer."""
+    res = summary(labels, got, LABELS)
+    res["argmax_agreement_with_keras"] = float((got == keras_labels).mean())
+    return res
+
+
 def evaluate_and_export(
     model, stem: str, tr, va, data_dir: str | None, out: Path, dest: Path, report: dict, log
 ) -> None:
@@ -619,9 +626,7 @@ def evaluate_and_export(
     runtimes = {kind: Classifier(path, threads=2) for kind, path in files.items()}  # one load per file
     ref_val = predict_probs(model, va.images).argmax(1)
     for kind, path in files.items():
-        got = runtimes[kind].predict_labels(va.images)
-        res = summary(va.labels, got, LABELS)
-        res["argmax_agreement_with_keras"] = float((got == ref_val).mean())
+        res = _file_summary(runtimes[kind].predict_labels(va.images), va.labels, ref_val)
         report["files"][kind]["validation"] = res
         log(f"{path.name}: validation accuracy {res['accuracy']:.4f}, "
             f"agreement with Keras {res['argmax_agreement_with_keras']:.4f}")  # fmt: skip
@@ -637,9 +642,7 @@ def evaluate_and_export(
         report["keras_test_flip"] = summary(test.labels, flip, LABELS)
         for kind, path in files.items():
             clf = runtimes[kind]
-            got = clf.predict_labels(test.images)
-            res = summary(test.labels, got, LABELS)
-            res["argmax_agreement_with_keras"] = float((got == ref).mean())
+            res = _file_summary(clf.predict_labels(test.images), test.labels, ref)
             # The file as the daemon runs it by default: each face averaged with its mirror
             # (the same interpreter, switched to flip averaging).
             clf.flip_average = True
