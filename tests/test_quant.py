@@ -109,4 +109,6 @@ def test_quantisation_aware_fine_tuning_ships_a_plain_network(few_faces: Path, t
         for a, b in zip(start.get_layer(name).get_weights(), tuned.get_layer(name).get_weights(), strict=True):
             assert np.array_equal(a, b), name
     int8 = report["files"]["int8"]["validation"]
-    assert int8["n"] == report["validation"]["n"] and int8["argmax_agreement_with_keras"] > 0.9
+    # 16 validation faces after one hot epoch: two flips are 0.875; a wrong scale or zero point
+    # puts agreement near chance (0.25-0.5).
+    assert int8["n"] == report["validation"]["n"] and int8["argmax_agreement_with_keras"] >= 0.75
