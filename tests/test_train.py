@@ -262,3 +262,41 @@ def test_a_grown_model_starts_as_the_model_it_grew_from(fer2013: Path) -> None:
         grow_from(edgefer_cnn(width=16, blocks=(1, 1, 1)), edgefer_cnn(width=8, blocks=(1, 1, 1)))
     with pytest.raises(SystemExit, match="s2c_dw"):
         grow_from(dst, edgefer_cnn(width=8, blocks=(1, 1, 2)))
+
+
+def test_a_refit_trains_on_every_face_and_ships_its_last_epoch(few_faces: Path, tmp_path: Path) -> None:
+    """``--val-fraction 0``: a recipe chosen on validation earlier, refit on all training faces.
+    Nothing is held out, so nothing can pick an epoch or keep precise BN: the last epoch ships,
+    exported and scored on test like any run."""
+    import keras
+
+    from edgefer.train.compare import compare
+    from edgefer.train.trainer import Recipe, train
+
+    lines: list[str] = []
+    recipe = Recipe(arch="edgefer", epochs=2, batch_size=32, val_fraction=0.0, patience=1)
+    report = train(recipe, str(few_faces), tmp_path / "refit", log=lines.append)
+    assert any(line.startswith("train 160 images") and "no validation part" in line for line in lines)
+    # patience 1 would stop a validated run after a flat epoch; a refit has no such signal.
+    assert report["epochs_run"] == report["best_epoch"] == 2
+    assert report["validation"] is None and report["precise_bn"]["skipped"] == "no validation part"
+    last = keras.models.load_model(tmp_path / "refit" / "last.keras", compile=False).get_layer("emotion")
+    shipped = keras.models.load_model(tmp_path / "refit" / "best.keras", compile=False).get_layer("emotion")
+    assert np.array_equal(last.get_weights()[0], shipped.get_weights()[0])
+    for kind in ("float32", "int8"):
+        assert "validation" not in report["files"][kind] and report["files"][kind]["test"]["n"] == 60
+    assert "| refit | centralized | 1 | 2 | epoch 2 |  |  |" in compare([str(tmp_path / "refit")])
+
+    # What needs validation to decide is refused before any training.
+    with pytest.raises(SystemExit, match=r"--average-from .* --val-fraction 0 has none"):
+        train(Recipe(**{**recipe.__dict__, "average_from": 1}), str(few_faces), tmp_path / "avg", log=lines.append)
+    assert not (tmp_path / "avg" / "state.json").exists()
+
+
+def test_the_cli_refuses_a_validation_share_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:
+    from edgefer.train.cli import main
+
+    assert main(["--val-fraction", "1.5"]) == 2
+    assert "--val-fraction 1.5: must be at least 0 and below 1" in capsys.readouterr().err
+    assert main(["--val-fraction", "0", "--federated"]) == 2
+    assert "a federation picks its round on validation" in capsys.readouterr().err

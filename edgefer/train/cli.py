@@ -81,6 +81,13 @@ def parser() -> argparse.ArgumentParser:
             help="average the weights of every epoch from EPOCH on (stochastic weight averaging; 0: off); "
             "the average replaces the best epoch when it is better on validation",
         ),
+        "val_fraction": dict(
+            type=float,
+            default=defaults.val_fraction,
+            metavar="SHARE",
+            help="share of each class held out for validation (default %(default)s); 0 refits a recipe "
+            "chosen earlier on every training face and ships the last epoch",
+        ),
         "quant_aware": dict(
             action=argparse.BooleanOptionalAction,
             default=False,
@@ -146,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         finalize(args.out, args.data_dir, args.export_to, log=_log)
         return 0
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
+    if not 0 <= recipe.val_fraction < 1:
+        print(f"--val-fraction {recipe.val_fraction}: must be at least 0 and below 1", file=sys.stderr)
+        return 2
+    if recipe.val_fraction == 0 and (args.federated or args.flower_app):
+        print("--val-fraction 0: a federation picks its round on validation; keep a validation part", file=sys.stderr)
+        return 2
     if args.soup:
         from edgefer.train.trainer import soup
 

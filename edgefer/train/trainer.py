@@ -33,6 +33,8 @@ class Recipe:
     shift: float = 0.08
     zoom: float = 0.10
     flip: bool = True
+    # 0 refits on every training face: the recipe was chosen on a held-out part by an
+    # earlier run, there is nothing left to select on, and the last epoch ships.
     val_fraction: float = 0.1
     patience: int = 15
     seed: int = 1234
@@ -235,10 +237,14 @@ class _Progress:
                 done = epoch + 1 - (outer.first_epoch or 0)
                 per = (time.monotonic() - outer.t0) / max(done, 1)
                 eta = per * (outer.total - epoch - 1)
+                val = (
+                    f"val_loss {logs['val_loss']:.4f} val_acc {logs.get('val_accuracy', 0):.4f} "
+                    if "val_loss" in logs
+                    else ""
+                )
                 outer.log(
                     f"epoch {epoch + 1}/{outer.total} loss {logs.get('loss', 0):.4f} "
-                    f"acc {logs.get('accuracy', 0):.4f} val_loss {logs.get('val_loss', 0):.4f} "
-                    f"val_acc {logs.get('val_accuracy', 0):.4f} ({per:.0f} s/epoch, ETA {eta / 60:.0f} min)"
+                    f"acc {logs.get('accuracy', 0):.4f} {val}({per:.0f} s/epoch, ETA {eta / 60:.0f} min)"
                 )
 
         return Cb()
@@ -276,6 +282,8 @@ def train(
 
         if not recipe.init_from:
             raise SystemExit("--quant-aware fine-tunes a trained model: give it with --init-from")
+    if recipe.val_fraction == 0 and recipe.average_from:
+        raise SystemExit("--average-from keeps the average only when validation prefers it; --val-fraction 0 has none")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt, state_path, best_path = out / "last.keras", out / "state.json", out / "best.weights.h5"
@@ -283,10 +291,12 @@ def train(
     keras.utils.set_random_seed(recipe.seed)
 
     tr, va = train_and_validation(recipe, data_dir)
-    log(f"train {len(tr)} images {tr.class_counts()}, validation {len(va)}")
+    refit = len(va) == 0
+    log(f"train {len(tr)} images {tr.class_counts()}, "
+        + ("no validation part: a refit, the last epoch ships" if refit else f"validation {len(va)}"))  # fmt: skip
     onehot = np.eye(len(LABELS), dtype=np.float32)
     ds_tr = make_dataset(tr.images, onehot[tr.labels], recipe, train=True)
-    ds_va = make_dataset(va.images, onehot[va.labels], recipe, train=False)
+    ds_va = None if refit else make_dataset(va.images, onehot[va.labels], recipe, train=False)
     steps = int(np.ceil(len(tr) / recipe.batch_size)) * recipe.epochs
 
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -321,8 +331,8 @@ def train(
             for k, v in logs.items():
                 state["history"].setdefault(k, []).append(float(v))
             state["epoch"] = epoch + 1
-            if logs.get("val_accuracy", 0) > state["best_val"]:
-                state["best_val"], state["best_epoch"] = float(logs["val_accuracy"]), epoch + 1
+            if refit or logs.get("val_accuracy", 0) > state["best_val"]:  # a refit keeps its latest epoch
+                state["best_val"], state["best_epoch"] = float(logs.get("val_accuracy", -1.0)), epoch + 1
                 self.model.save_weights(best_path)
             if recipe.average_from and epoch + 1 >= recipe.average_from:
                 average.add(self.model.get_weights())
@@ -330,7 +340,7 @@ def train(
                 state["averaged"] = average.count
             self.model.save(ckpt)
             state_path.write_text(json.dumps(state, indent=1))
-            if epoch + 1 - state["best_epoch"] >= recipe.patience:
+            if not refit and epoch + 1 - state["best_epoch"] >= recipe.patience:
                 log(f"early stop: no validation gain for {recipe.patience} epochs")
                 self.model.stop_training = True
 
@@ -391,6 +401,8 @@ def soup(
             raise SystemExit(f"{path}: not the same network as {ingredients[0]}; only one architecture can be averaged")
     recipe = Recipe(**{**asdict(recipe), "arch": arch})
     tr, va = train_and_validation(recipe, data_dir)
+    if not len(va):
+        raise SystemExit("a soup ships only when validation prefers it; --val-fraction 0 leaves no validation part")
     scores = [validate(model, va)["accuracy"] for model in models]
     for path, score in zip(ingredients, scores, strict=True):
         log(f"{path}: validation {score:.4f}")
@@ -569,7 +581,9 @@ def finalize(run_dir: str | Path, data_dir: str | None, export_to: str | Path | 
     # include_optimizer for it), which would triple the size of the model exported below.
     model = keras.models.load_model(out / "best.keras", compile=False)
     tr, va = train_and_validation(recipe, data_dir)
-    if recipe.quant_aware:  # its statistics are the ones it was fine-tuned for int8 with
+    if not len(va):  # a refit: no faces left to tell whether recomputed statistics are better
+        precise, validation = {"kept": False, "skipped": "no validation part"}, None
+    elif recipe.quant_aware:  # its statistics are the ones it was fine-tuned for int8 with
         precise, validation = {"kept": False, "skipped": "quantisation-aware"}, validate(model, va)
     else:
         precise, validation = precise_bn_if_better(model, tr, va, log)
@@ -624,8 +638,10 @@ def evaluate_and_export(
     }
     report["files"] = {k: {"path": str(v), "bytes": v.stat().st_size} for k, v in files.items()}
     runtimes = {kind: Classifier(path, threads=2) for kind, path in files.items()}  # one load per file
-    ref_val = predict_probs(model, va.images).argmax(1)
+    ref_val = predict_probs(model, va.images).argmax(1) if len(va) else None
     for kind, path in files.items():
+        if ref_val is None:
+            break
         res = _file_summary(runtimes[kind].predict_labels(va.images), va.labels, ref_val)
         report["files"][kind]["validation"] = res
         log(f"{path.name}: validation accuracy {res['accuracy']:.4f}, "
