@@ -639,9 +639,7 @@ def evaluate_and_export(
     report["files"] = {k: {"path": str(v), "bytes": v.stat().st_size} for k, v in files.items()}
     runtimes = {kind: Classifier(path, threads=2) for kind, path in files.items()}  # one load per file
     ref_val = predict_probs(model, va.images).argmax(1) if len(va) else None
-    for kind, path in files.items():
-        if ref_val is None:
-            break
+    for kind, path in files.items() if ref_val is not None else ():  # a refit has no validation faces
         res = _file_summary(runtimes[kind].predict_labels(va.images), va.labels, ref_val)
         report["files"][kind]["validation"] = res
         log(f"{path.name}: validation accuracy {res['accuracy']:.4f}, "
