@@ -25,6 +25,12 @@ def test_architectures_keep_the_budget() -> None:
     ours = build("edgefer")
     assert ours.count_params() <= 1.45e6 and count_flops(ours) <= 107e6
     assert ours.input_shape == paper.input_shape == (None, 48, 48, 1)
+    # The teacher is the same network, wider: every layer of the product has its place in it,
+    # at 1.5x the channels (2.25x the cost of the widened layers).
+    wide = build("edgefer-wide")
+    assert [layer.name for layer in wide.layers] == [layer.name for layer in ours.layers]
+    assert wide.get_layer("fb3_conv").filters == 1.5 * ours.get_layer("fb3_conv").filters == 384
+    assert 2.0 < count_flops(wide) / count_flops(ours) < 2.3 and wide.name == "edgefer-wide"
 
 
 def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: Path) -> None:

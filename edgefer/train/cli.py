@@ -16,7 +16,12 @@ def _log(msg: str) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgefer-train", description=__doc__)
-    p.add_argument("--arch", choices=("paper", "edgefer"), default="edgefer")
+    p.add_argument(
+        "--arch",
+        choices=("paper", "edgefer", "edgefer-wide"),
+        default="edgefer",
+        help="edgefer-wide: a teacher at 1.5x the channels, over the budget, never shipped",
+    )
     p.add_argument("--data-dir", help="folder holding train/ and test/, or fer2013.csv")
     p.add_argument("--out", help="run folder for checkpoints and figures (default runs/<arch>)")
     p.add_argument("--export-to", help="folder for the two .tflite files (default: the run folder)")
