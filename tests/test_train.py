@@ -306,3 +306,29 @@ def test_the_cli_refuses_a_validation_share_it_cannot_use(capsys: pytest.Capture
     assert "--val-fraction 1.5: must be at least 0 and below 1" in capsys.readouterr().err
     assert main(["--val-fraction", "0", "--federated"]) == 2
     assert "a federation picks its round on validation" in capsys.readouterr().err
+
+
+def test_scoring_teachers_measures_each_alone_together_and_where_the_other_fails(few_faces: Path, capsys) -> None:
+    """The figures that decide whether a teacher joins the ensemble, on the shipped models:
+    each flip-averaged, their mean, and each one's accuracy on the other's mistakes."""
+    import keras
+
+    from edgefer.train import cli
+    from edgefer.train.trainer import Recipe, predict_probs, train_and_validation
+    from tests.conftest import MODELS
+
+    specs = [str(MODELS / "edgefer.keras"), str(MODELS / "paper.keras")]
+    argv = ["--score-teachers", *specs, "--data-dir", str(few_faces), "--val-fraction", "0.5"]
+    assert cli.main(argv) == 0  # half of 160 faces: enough for the figures to tell flips apart
+    out = capsys.readouterr().out
+    _, va = train_and_validation(Recipe(val_fraction=0.5), str(few_faces))
+    probs = [predict_probs(keras.models.load_model(s, compile=False), va.images, flip_average=True) for s in specs]
+    right = [p.argmax(1) == va.labels for p in probs]
+    assert f"{specs[0]}: flip-averaged validation {right[0].mean():.4f}" in out
+    assert f"{specs[1]}: flip-averaged validation {right[1].mean():.4f}" in out
+    ensemble = ((probs[0] + probs[1]).argmax(1) == va.labels).mean()
+    assert f"their mean: flip-averaged validation {ensemble:.4f}" in out
+    if (~right[1]).any():
+        assert f"right on {right[0][~right[1]].mean():.4f} of the faces {specs[1]} gets wrong" in out
+    with pytest.raises(SystemExit, match="needs a validation part"):
+        cli.main(["--score-teachers", specs[0], "--data-dir", str(few_faces), "--val-fraction", "0"])

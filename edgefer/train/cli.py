@@ -42,6 +42,13 @@ def parser() -> argparse.ArgumentParser:
         help="average the weights of these finished models (one architecture, fine-tuned from one another) "
         "into --out; the average ships only when it beats the best of them on validation",
     )
+    p.add_argument(
+        "--score-teachers",
+        nargs="+",
+        metavar="PATH[:signed]",
+        help="print each candidate teacher's flip-averaged validation accuracy, their mean's, "
+        "and how often each is right where another is wrong; trains nothing",
+    )
     p.add_argument("--plot", metavar="PNG", help="with --compare: PublicTest accuracy against the number of clients")
     defaults = Recipe()
     special = {
@@ -164,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     if recipe.val_fraction == 0 and (args.federated or args.flower_app):
         print("--val-fraction 0: a federation picks its round on validation; keep a validation part", file=sys.stderr)
         return 2
+    if args.score_teachers:
+        from edgefer.train.trainer import score_teachers
+
+        score_teachers(args.score_teachers, recipe, args.data_dir, log=_log)
+        return 0
     if args.soup:
         from edgefer.train.trainer import soup
 

@@ -425,6 +425,51 @@ def soup(
     return finalize(out, data_dir, export_to, log=log)
 
 
+def score_teachers(specs: list[str], recipe: Recipe, data_dir: str | None, log=print) -> dict:
+    """Flip-averaged validation accuracy of candidate teachers, alone and as their mean, and how
+    often each is right where another is wrong.
+
+    A teacher joins an ensemble only if it raises the ensemble's accuracy on validation, and it
+    has something to add only where the others fail: a teacher taught by another mostly repeats
+    it, which its accuracy on the faces the other gets wrong shows. Teachers are read exactly as
+    ``--teacher`` reads them (``PATH[:signed]``, four or seven outputs), on ``recipe``'s cut.
+    """
+    import tensorflow as tf
+
+    _, va = train_and_validation(recipe, data_dir)
+    if not len(va):
+        raise SystemExit("scoring teachers needs a validation part; --val-fraction 0 leaves none")
+    x = va.images.astype(np.float32)[..., None] / 255.0
+    probs = []
+    for spec in specs:
+        label = teacher_targets([spec], 1.0, flip=True)
+        probs.append(
+            np.concatenate(
+                [
+                    label(tf.constant(x[i : i + 256]), tf.zeros((len(x[i : i + 256]), len(LABELS)))).numpy()
+                    for i in range(0, len(x), 256)
+                ]
+            )
+        )
+    right = [p.argmax(1) == va.labels for p in probs]
+    result: dict = {"faces": len(va), "teachers": {}}
+    for spec, r in zip(specs, right, strict=True):
+        where = {
+            other: float(r[~o].mean()) if (~o).any() else None
+            for other, o in zip(specs, right, strict=True)
+            if other != spec
+        }
+        result["teachers"][spec] = {"accuracy": float(r.mean()), "right_where_wrong": where}
+        log(f"{spec}: flip-averaged validation {r.mean():.4f}")
+        for other, share in where.items():
+            if share is not None:
+                log(f"  right on {share:.4f} of the faces {other} gets wrong")
+    if len(specs) > 1:
+        result["ensemble"] = float((np.mean(probs, axis=0).argmax(1) == va.labels).mean())
+        log(f"their mean: flip-averaged validation {result['ensemble']:.4f}")
+    return result
+
+
 STOPPING_ONLY = ("patience",)
 
 
