@@ -94,39 +94,52 @@ def teacher_targets(specs: list[str], share: float, *, flip: bool = False):
     so their outputs carry information even on training images they have memorised.
     Their cost is inference only, and they never reach the exported model.
     """
-    import keras
     import tensorflow as tf
 
-    teachers = []
-    for spec in specs:
-        signed = spec.endswith(":signed") and not Path(spec).exists()
-        path = spec.removesuffix(":signed") if signed else spec
-        if not Path(path).exists():
-            raise SystemExit(f"teacher {path}: no such file")
-        model = keras.models.load_model(path, compile=False)
-        model.trainable = False
-        n = model.output_shape[-1]
-        if n == len(FER7):
-            keep = [FER7.index(label) for label in LABELS]
-        elif n == len(LABELS):
-            keep = list(range(n))
-        else:
-            raise SystemExit(f"teacher {path}: {n} outputs; expected {len(LABELS)} or FER2013's {len(FER7)}")
-        teachers.append((model, tuple(model.input_shape[1:3]), signed, keep))
+    teachers = [load_teacher(spec) for spec in specs]
 
     def target(x, onehot):
-        probs = []
-        for model, size, signed, keep in teachers:
-            inp = x if size == (48, 48) else tf.image.resize(x, size)
-            inp = inp * 2.0 - 1.0 if signed else inp
-            p = model(inp, training=False)
-            if flip:
-                p = (p + model(tf.reverse(inp, axis=[2]), training=False)) / 2.0
-            p = tf.gather(p, keep, axis=-1)
-            probs.append(p / tf.reduce_sum(p, axis=-1, keepdims=True))
+        probs = [teacher_probs(teacher, x, flip=flip) for teacher in teachers]
         return share * tf.add_n(probs) / len(probs) + (1.0 - share) * onehot
 
     return target
+
+
+def load_teacher(spec: str) -> tuple:
+    """A frozen teacher from ``PATH[:signed]`` with what it needs to label edgefer's faces:
+    its input size, whether it wants [-1, 1] input, and which of its outputs are edgefer's
+    four classes (a seven-class FER2013 model keeps four)."""
+    import keras
+
+    signed = spec.endswith(":signed") and not Path(spec).exists()
+    path = spec.removesuffix(":signed") if signed else spec
+    if not Path(path).exists():
+        raise SystemExit(f"teacher {path}: no such file")
+    model = keras.models.load_model(path, compile=False)
+    model.trainable = False
+    n = model.output_shape[-1]
+    if n == len(FER7):
+        keep = [FER7.index(label) for label in LABELS]
+    elif n == len(LABELS):
+        keep = list(range(n))
+    else:
+        raise SystemExit(f"teacher {path}: {n} outputs; expected {len(LABELS)} or FER2013's {len(FER7)}")
+    return model, tuple(model.input_shape[1:3]), signed, keep
+
+
+def teacher_probs(teacher: tuple, x, *, flip: bool = False):
+    """A teacher's probabilities over edgefer's four classes for faces ``x`` in [0, 1]
+    (graph-safe), renormalised over the four, optionally averaged with the mirror image."""
+    import tensorflow as tf
+
+    model, size, signed, keep = teacher
+    inp = x if size == (48, 48) else tf.image.resize(x, size)
+    inp = inp * 2.0 - 1.0 if signed else inp
+    p = model(inp, training=False)
+    if flip:
+        p = (p + model(tf.reverse(inp, axis=[2]), training=False)) / 2.0
+    p = tf.gather(p, keep, axis=-1)
+    return p / tf.reduce_sum(p, axis=-1, keepdims=True)
 
 
 def mixup(x, y, alpha: float):
@@ -442,15 +455,9 @@ def score_teachers(specs: list[str], recipe: Recipe, data_dir: str | None, log=p
     x = va.images.astype(np.float32)[..., None] / 255.0
     probs = []
     for spec in specs:
-        label = teacher_targets([spec], 1.0, flip=True)
-        probs.append(
-            np.concatenate(
-                [
-                    label(tf.constant(x[i : i + 256]), tf.zeros((len(x[i : i + 256]), len(LABELS)))).numpy()
-                    for i in range(0, len(x), 256)
-                ]
-            )
-        )
+        teacher = load_teacher(spec)
+        batches = [x[i : i + 256] for i in range(0, len(x), 256)]
+        probs.append(np.concatenate([teacher_probs(teacher, tf.constant(b), flip=True).numpy() for b in batches]))
     right = [p.argmax(1) == va.labels for p in probs]
     result: dict = {"faces": len(va), "teachers": {}}
     for spec, r in zip(specs, right, strict=True):
