@@ -20,6 +20,9 @@ from edgefer import LABELS
 FER2013_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 DROPPED: frozenset[str] = frozenset({"disgust", "fear", "surprise"})
 SIZE = 48
+#: The label of a face from a dropped class, loaded with ``dropped=True``: it has no place
+#: among edgefer's four, but a teacher can still say what it looks like.
+UNLABELLED = -1
 #: CSV ``Usage`` values per split name accepted by :func:`load_fer2013`.
 CSV_USAGE = {"train": "Training", "test": "PublicTest", "privatetest": "PrivateTest"}
 DEFAULT_ROOTS = ("~/.local/share/edgefer/datasets/fer2013", "/usr/share/edgefer/datasets/fer2013")
@@ -85,24 +88,39 @@ def load_fer2013(
     *,
     skip_bad: bool = False,
     limit_per_class: int | None = None,
+    dropped: bool = False,
 ) -> Dataset:
     """Load one split, four classes only.
 
     ``skip_bad`` turns a malformed image or row into a counted skip (listed in
     ``Dataset.skipped`` with its location) instead of an error, for callers such as the
-    benchmark that must report bad input rather than stop on it.
+    benchmark that must report bad input rather than stop on it. ``dropped`` loads the
+    faces of the three dropped classes instead, labelled :data:`UNLABELLED`: distillation
+    can show them to a student with its teachers' labels (``--transfer-faces``).
     """
     root = find_root(data_dir)
     csv_path = root if root.is_file() else root / "fer2013.csv"
     if csv_path.is_file() and not (root.is_dir() and (root / split).is_dir()):
-        return _load_csv(csv_path, split, skip_bad, limit_per_class)
+        return _load_csv(csv_path, split, skip_bad, limit_per_class, dropped)
     split_dir = root / split
     if not split_dir.is_dir():
         raise DatasetError(f"{split_dir}: no such split folder (expected {root}/{split}/<class>/*.jpg)")
-    return _load_folder(split_dir, skip_bad, limit_per_class)
+    return _load_folder(split_dir, skip_bad, limit_per_class, dropped)
 
 
-def _load_folder(split_dir: Path, skip_bad: bool, limit: int | None) -> Dataset:
+def _classes(dropped: bool) -> str:
+    return ", ".join(sorted(DROPPED) if dropped else LABELS)
+
+
+def _wanted(fer_class: str, dropped: bool) -> int | None:
+    """The label a face of ``fer_class`` is loaded with, or None when this load skips it."""
+    label = map_label(fer_class)
+    if dropped:
+        return UNLABELLED if label is None else None
+    return label
+
+
+def _load_folder(split_dir: Path, skip_bad: bool, limit: int | None, dropped: bool = False) -> Dataset:
     import cv2
 
     images: list[np.ndarray] = []
@@ -111,7 +129,7 @@ def _load_folder(split_dir: Path, skip_bad: bool, limit: int | None) -> Dataset:
     skipped: list[str] = []
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         try:
-            label = map_label(class_dir.name)
+            label = _wanted(class_dir.name, dropped)
         except KeyError:
             raise DatasetError(
                 f"{class_dir}: unknown class folder {class_dir.name!r} (expected one of {', '.join(FER2013_CLASSES)})"
@@ -137,7 +155,7 @@ def _load_folder(split_dir: Path, skip_bad: bool, limit: int | None) -> Dataset:
             labels.append(label)
             sources.append(str(f))
     if not images:
-        raise DatasetError(f"{split_dir}: no images of the classes {', '.join(LABELS)}")
+        raise DatasetError(f"{split_dir}: no images of the classes {_classes(dropped)}")
     return Dataset(np.stack(images), np.asarray(labels, np.int64), sources, skipped)
 
 
@@ -155,7 +173,7 @@ def parse_pixels(text: str, where: str) -> np.ndarray:
     return values.astype(np.uint8).reshape(SIZE, SIZE)
 
 
-def _load_csv(path: Path, split: str, skip_bad: bool, limit: int | None) -> Dataset:
+def _load_csv(path: Path, split: str, skip_bad: bool, limit: int | None, dropped: bool = False) -> Dataset:
     usage = CSV_USAGE.get(split.lower())
     if usage is None:
         raise DatasetError(f"{path}: unknown split {split!r} (known: {', '.join(CSV_USAGE)})")
@@ -183,8 +201,8 @@ def _load_csv(path: Path, split: str, skip_bad: bool, limit: int | None) -> Data
                     raise DatasetError(problem) from None
                 skipped.append(problem)
                 continue
-            label = map_label(FER2013_CLASSES[code])
-            if label is None or (limit is not None and per_class.get(label, 0) >= limit):
+            label = _wanted(FER2013_CLASSES[code], dropped)
+            if label is None or (limit is not None and per_class.get(code, 0) >= limit):
                 continue
             try:
                 img = parse_pixels(row["pixels"] or "", where)
@@ -193,12 +211,12 @@ def _load_csv(path: Path, split: str, skip_bad: bool, limit: int | None) -> Data
                     raise
                 skipped.append(str(exc))
                 continue
-            per_class[label] = per_class.get(label, 0) + 1
+            per_class[code] = per_class.get(code, 0) + 1
             images.append(img)
             labels.append(label)
             sources.append(where)
     if not images:
-        raise DatasetError(f"{path}: no {usage} rows of the classes {', '.join(LABELS)}")
+        raise DatasetError(f"{path}: no {usage} rows of the classes {_classes(dropped)}")
     return Dataset(np.stack(images), np.asarray(labels, np.int64), sources, skipped)
 
 

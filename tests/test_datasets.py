@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgefer import LABELS
-from edgefer.datasets import DatasetError, find_root, load_fer2013
+from edgefer.datasets import UNLABELLED, DatasetError, find_root, load_fer2013
 
 
 def test_folder_layout_on_the_real_test_split(fer2013: Path) -> None:
@@ -19,6 +19,17 @@ def test_folder_layout_on_the_real_test_split(fer2013: Path) -> None:
     for name in LABELS:  # every image of the four classes, nothing of the other three
         assert counts[name] == len(list((fer2013 / "test" / name).glob("*.jpg")))
     assert all("disgust" not in s and "fear" not in s and "surprise" not in s for s in d.sources)
+
+
+def test_dropped_classes_load_on_request_unlabelled(fer2013: Path) -> None:
+    """``dropped=True`` gives exactly the faces the four-class load leaves out, with no label."""
+    d = load_fer2013(fer2013, "test", dropped=True, limit_per_class=20)
+    assert len(d) == 60 and set(d.labels.tolist()) == {UNLABELLED}
+    assert sorted({Path(s).parent.name for s in d.sources}) == ["disgust", "fear", "surprise"]
+    assert d.class_counts() == dict.fromkeys(LABELS, 0)
+    everything = load_fer2013(fer2013, "test", dropped=True)
+    on_disk = sum(len(list((fer2013 / "test" / c).glob("*.jpg"))) for c in ("disgust", "fear", "surprise"))
+    assert len(everything) == on_disk
 
 
 def write_csv(path: Path, rows: list[str]) -> Path:
@@ -37,6 +48,10 @@ def test_csv_layout_maps_and_splits(fer2013: Path, tmp_path: Path) -> None:
     assert test.sources[0] == f"{csv}:2"
     assert [LABELS[i] for i in load_fer2013(csv, "train").labels] == ["neutral"]
     assert [LABELS[i] for i in load_fer2013(csv, "privatetest").labels] == ["sad"]
+    dropped = load_fer2013(csv, "test", dropped=True)
+    assert dropped.sources == [f"{csv}:3"] and dropped.labels.tolist() == [UNLABELLED]  # the disgust row
+    with pytest.raises(DatasetError, match=r"no Training rows of the classes disgust, fear, surprise"):
+        load_fer2013(csv, "train", dropped=True)
 
 
 @pytest.mark.parametrize(

@@ -217,6 +217,15 @@ def test_distillation_targets_follow_the_teachers(fer2013: Path, tmp_path: Path)
     got_flip = np.asarray(teacher_targets([str(MODELS / "paper.keras")], 1.0, flip=True)(x, onehot))
     assert np.allclose(got_flip, (want + mirrored) / 2, atol=1e-5)
 
+    # A face with no label (a transfer face: an all-zero row) takes the teacher's answer whole;
+    # a blend of a labelled and an unlabelled face keeps the label's share for the label it has.
+    none = np.zeros_like(onehot)
+    got_none = np.asarray(teacher_targets([str(MODELS / "paper.keras")], 0.6)(x, none))
+    assert np.allclose(got_none, want, atol=1e-5)
+    got_half = np.asarray(teacher_targets([str(MODELS / "paper.keras")], 0.6)(x, 0.5 * onehot))
+    assert np.allclose(got_half, 0.8 * want + 0.2 * onehot, atol=1e-5)
+    assert np.allclose(got_half.sum(1), 1.0, atol=1e-5)
+
 
 def test_mixup_blends_faces_and_targets_alike(fer2013: Path) -> None:
     """Each output is lam * face + (1 - lam) * partner with the same lam on the target,
@@ -297,6 +306,30 @@ def test_a_refit_trains_on_every_face_and_ships_its_last_epoch(few_faces: Path, 
     with pytest.raises(SystemExit, match=r"--average-from .* --val-fraction 0 has none"):
         train(Recipe(**{**recipe.__dict__, "average_from": 1}), str(few_faces), tmp_path / "avg", log=lines.append)
     assert not (tmp_path / "avg" / "state.json").exists()
+
+
+def test_transfer_faces_join_training_with_no_label_and_never_validation(fer2013: Path) -> None:
+    """``--transfer-faces``: the dropped classes' training faces follow the four classes' with
+    all-zero targets (the teachers fill them); the validation part is cut from the four
+    classes before, so it is the same with or without them. Without teachers it is refused."""
+    from edgefer.train.trainer import Recipe, train_and_validation, training_faces
+
+    base = Recipe(arch="edgefer", limit_per_class=20, teachers=["t.keras"], distill=0.8)
+    tr, va = train_and_validation(base, str(fer2013))
+    plain_x, plain_y = training_faces(tr, base, str(fer2013))
+    lines: list[str] = []
+    with_transfer = Recipe(**{**base.__dict__, "transfer_faces": True})
+    x, y = training_faces(tr, with_transfer, str(fer2013), log=lines.append)
+    assert lines == ["transfer faces: 60 of the dropped classes, labelled by the teachers alone"]
+    assert len(x) == len(plain_x) + 60 and np.array_equal(x[: len(plain_x)], plain_x)
+    assert np.array_equal(y[: len(plain_x)], plain_y) and np.allclose(plain_y.sum(1), 1.0)
+    assert not y[len(plain_x) :].any()
+    # none of them is a face of the four classes, so none can be a validation face
+    four = {f.tobytes() for f in np.concatenate([tr.images, va.images])}
+    assert not any(f.tobytes() in four for f in x[len(plain_x) :])
+    assert np.array_equal(train_and_validation(with_transfer, str(fer2013))[1].images, va.images)
+    with pytest.raises(SystemExit, match="--transfer-faces: only teachers label those faces"):
+        training_faces(tr, Recipe(**{**with_transfer.__dict__, "teachers": []}), str(fer2013))
 
 
 def test_the_cli_refuses_a_validation_share_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:

@@ -80,6 +80,11 @@ def parser() -> argparse.ArgumentParser:
             metavar="ALPHA",
             help="blend faces and targets pairwise, weights from Beta(ALPHA, ALPHA) (0: off); teachers label the blend",
         ),
+        "transfer_faces": dict(
+            action=argparse.BooleanOptionalAction,
+            default=False,
+            help="also train on the faces of the dropped classes, their target the teachers' answer alone",
+        ),
         "lr_floor": dict(
             type=float,
             default=defaults.lr_floor,

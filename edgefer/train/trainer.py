@@ -52,6 +52,11 @@ class Recipe:
     # Beta(mixup, mixup); 0 turns it off) and so is its target. With teachers, they label
     # the blend itself, which shows the student the teachers' function between faces.
     mixup: float = 0.0
+    # The training faces of the three classes edgefer drops (disgust, fear, surprise: 7,704
+    # in FER2013 train) join training with the teachers' answer as their whole target. A
+    # student matches its teachers only on the faces it is shown; these are more faces,
+    # and the daemon meets such faces too. Validation is untouched (it holds four classes).
+    transfer_faces: bool = False
     init_from: str | None = None  # a Keras file of the same architecture to start from
     # The schedule decays (cosine) from the peak to ``lr_floor`` times the peak; 1 keeps
     # the learning rate constant after warm-up, the usual schedule for weight averaging.
@@ -88,7 +93,9 @@ def _augmenter(r: Recipe):
 def teacher_targets(specs: list[str], share: float, *, flip: bool = False):
     """A graph function (faces, one-hot) -> training target: ``share`` of the teachers'
     mean softmax on the very same augmented faces, the rest the label. With ``flip`` each
-    teacher's output is averaged over the face and its mirror image.
+    teacher's output is averaged over the face and its mirror image. A face without a
+    label (an all-zero row: a transfer face) takes the teachers' answer whole, and a blend
+    of the two kinds takes the label's share in proportion to the label it carries.
 
     Teachers label each augmented view as the student sees it ("consistent teaching"),
     so their outputs carry information even on training images they have memorised.
@@ -100,7 +107,8 @@ def teacher_targets(specs: list[str], share: float, *, flip: bool = False):
 
     def target(x, onehot):
         probs = [teacher_probs(teacher, x, flip=flip) for teacher in teachers]
-        return share * tf.add_n(probs) / len(probs) + (1.0 - share) * onehot
+        labelled = tf.reduce_sum(onehot, axis=-1, keepdims=True)
+        return (1.0 - (1.0 - share) * labelled) * tf.add_n(probs) / len(probs) + (1.0 - share) * onehot
 
     return target
 
@@ -272,6 +280,21 @@ def train_and_validation(recipe: Recipe, data_dir: str | None) -> tuple[Dataset,
     return full.subset(keep), full.subset(held)
 
 
+def training_faces(tr: Dataset, recipe: Recipe, data_dir: str | None, log=print) -> tuple[np.ndarray, np.ndarray]:
+    """The faces a run trains on and their one-hot targets; with ``transfer_faces`` the
+    dropped classes' training faces follow, with all-zero targets that the teachers fill."""
+    onehot = np.eye(len(LABELS), dtype=np.float32)
+    images, targets = tr.images, onehot[tr.labels]
+    if recipe.transfer_faces:
+        if not (recipe.teachers and recipe.distill > 0):
+            raise SystemExit("--transfer-faces: only teachers label those faces; give --teacher and --distill")
+        extra = load_fer2013(data_dir, "train", limit_per_class=recipe.limit_per_class, dropped=True).images
+        log(f"transfer faces: {len(extra)} of the dropped classes, labelled by the teachers alone")
+        images = np.concatenate([images, extra])
+        targets = np.concatenate([targets, np.zeros((len(extra), len(LABELS)), np.float32)])
+    return images, targets
+
+
 def train(
     recipe: Recipe,
     data_dir: str | None,
@@ -308,9 +331,10 @@ def train(
     log(f"train {len(tr)} images {tr.class_counts()}, "
         + ("no validation part: a refit, the last epoch ships" if refit else f"validation {len(va)}"))  # fmt: skip
     onehot = np.eye(len(LABELS), dtype=np.float32)
-    ds_tr = make_dataset(tr.images, onehot[tr.labels], recipe, train=True)
+    images, targets = training_faces(tr, recipe, data_dir, log)
+    ds_tr = make_dataset(images, targets, recipe, train=True)
     ds_va = None if refit else make_dataset(va.images, onehot[va.labels], recipe, train=False)
-    steps = int(np.ceil(len(tr) / recipe.batch_size)) * recipe.epochs
+    steps = int(np.ceil(len(images) / recipe.batch_size)) * recipe.epochs
 
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     if state:
