@@ -339,6 +339,8 @@ def test_the_cli_refuses_a_validation_share_it_cannot_use(capsys: pytest.Capture
     assert "--val-fraction 1.5: must be at least 0 and below 1" in capsys.readouterr().err
     assert main(["--val-fraction", "0", "--federated"]) == 2
     assert "a federation picks its round on validation" in capsys.readouterr().err
+    assert main(["--transfer-faces", "--federated"]) == 2
+    assert "--transfer-faces: federated clients train on their own labelled faces only" in capsys.readouterr().err
 
 
 def test_scoring_teachers_measures_each_alone_together_and_where_the_other_fails(few_faces: Path, capsys) -> None:

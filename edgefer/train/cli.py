@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     if recipe.val_fraction == 0 and (args.federated or args.flower_app):
         print("--val-fraction 0: a federation picks its round on validation; keep a validation part", file=sys.stderr)
         return 2
+    if recipe.transfer_faces and (args.federated or args.flower_app):
+        print("--transfer-faces: federated clients train on their own labelled faces only", file=sys.stderr)
+        return 2
     if args.score_teachers:
         from edgefer.train.trainer import score_teachers
 
