@@ -90,7 +90,7 @@ def load_fer2013(
     limit_per_class: int | None = None,
     dropped: bool = False,
 ) -> Dataset:
-    """Load one split, four classes only.
+    """Load one split: the four classes, or with ``dropped`` the three others.
 
     ``skip_bad`` turns a malformed image or row into a counted skip (listed in
     ``Dataset.skipped`` with its location) instead of an error, for callers such as the
