@@ -477,10 +477,10 @@ def score_teachers(specs: list[str], recipe: Recipe, data_dir: str | None, log=p
     if not len(va):
         raise SystemExit("scoring teachers needs a validation part; --val-fraction 0 leaves none")
     x = va.images.astype(np.float32)[..., None] / 255.0
+    batches = [x[i : i + 256] for i in range(0, len(x), 256)]
     probs = []
     for spec in specs:
         teacher = load_teacher(spec)
-        batches = [x[i : i + 256] for i in range(0, len(x), 256)]
         probs.append(np.concatenate([teacher_probs(teacher, tf.constant(b), flip=True).numpy() for b in batches]))
     right = [p.argmax(1) == va.labels for p in probs]
     result: dict = {"faces": len(va), "teachers": {}}
