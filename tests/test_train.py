@@ -250,6 +250,29 @@ def test_mixup_blends_faces_and_targets_alike(fer2013: Path) -> None:
     assert blended >= n // 4  # Beta(0.4, 0.4) blends most faces visibly
 
 
+def test_random_erasing_hides_one_rectangle_in_the_share_it_is_given(fer2013: Path) -> None:
+    """With --erase 1 every face loses one rectangle of 2-20 % of its area to noise and keeps
+    the rest; with the default 0 no erasing layer is built at all."""
+    from edgefer.train.trainer import Recipe, _augmenter
+
+    faces = load_fer2013(fer2013, "test", limit_per_class=16)
+    x = faces.images.astype(np.float32)[..., None] / 255.0
+    bare = Recipe(flip=False, rotation_deg=0.0, shift=0.0, zoom=0.0)
+    assert not _augmenter(bare).layers
+    out = np.asarray(_augmenter(Recipe(flip=False, rotation_deg=0.0, shift=0.0, zoom=0.0, erase=1.0))(x, training=True))
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    for before, after in zip(x[..., 0], out[..., 0], strict=True):
+        changed = np.argwhere(np.abs(after - before) > 1e-6)
+        assert len(changed), "a face was left whole"
+        (r0, c0), (r1, c1) = changed.min(0), changed.max(0)
+        box = (r1 - r0 + 1) * (c1 - c0 + 1)
+        assert box <= 0.25 * 48 * 48  # one rectangle of at most a fifth of the face (cells rounded)
+        assert len(changed) >= 0.5 * box  # noise: most of the box differs from the face
+        outside = np.ones_like(before, bool)
+        outside[r0 : r1 + 1, c0 : c1 + 1] = False
+        assert np.array_equal(after[outside], before[outside])
+
+
 def test_a_grown_model_starts_as_the_model_it_grew_from(fer2013: Path) -> None:
     """Growing by residual blocks keeps every learnt weight and the function itself: the new
     blocks start as the identity. A model of another width, or a shallower target, is refused

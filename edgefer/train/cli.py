@@ -80,6 +80,12 @@ def parser() -> argparse.ArgumentParser:
             metavar="ALPHA",
             help="blend faces and targets pairwise, weights from Beta(ALPHA, ALPHA) (0: off); teachers label the blend",
         ),
+        "erase": dict(
+            type=float,
+            default=0.0,
+            metavar="SHARE",
+            help="replace a rectangle (2-20 %% of the face) by noise in SHARE of the training faces (0: off)",
+        ),
         "transfer_faces": dict(
             action=argparse.BooleanOptionalAction,
             default=False,

@@ -33,6 +33,11 @@ class Recipe:
     shift: float = 0.08
     zoom: float = 0.10
     flip: bool = True
+    # Random erasing: the share of training faces that get one rectangle (2-20 % of the
+    # face) replaced by noise, after the warps. The daemon's faces are often partly hidden
+    # (a hand, glasses, a crop cut short at the frame's edge); the teachers label the erased
+    # face, so the student learns what is still readable in it. 0 turns it off.
+    erase: float = 0.0
     # 0 refits on every training face: the recipe was chosen on a held-out part by an
     # earlier run, there is nothing left to select on, and the last epoch ships.
     val_fraction: float = 0.1
@@ -87,6 +92,12 @@ def _augmenter(r: Recipe):
         parts.append(layers.RandomZoom(r.zoom, fill_mode="reflect", seed=r.seed))
     if r.shift:
         parts.append(layers.RandomTranslation(r.shift, r.shift, fill_mode="reflect", seed=r.seed))
+    if r.erase:
+        # A (p, p) factor erases each face with probability p; a bare p would draw the
+        # probability itself from [0, p] per face.
+        parts.append(
+            layers.RandomErasing(factor=(r.erase, r.erase), scale=(0.02, 0.2), value_range=(0.0, 1.0), seed=r.seed)
+        )
     return keras.Sequential(parts, name="augment")
 
 
