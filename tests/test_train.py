@@ -355,11 +355,13 @@ def test_transfer_faces_join_training_with_no_label_and_never_validation(fer2013
         training_faces(tr, Recipe(**{**with_transfer.__dict__, "teachers": []}), str(fer2013))
 
 
-def test_the_cli_refuses_a_validation_share_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_refuses_shares_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:
     from edgefer.train.cli import main
 
     assert main(["--val-fraction", "1.5"]) == 2
     assert "--val-fraction 1.5: must be at least 0 and below 1" in capsys.readouterr().err
+    assert main(["--erase", "-0.1"]) == 2
+    assert "--erase -0.1: a share of the training faces, from 0 to 1" in capsys.readouterr().err
     assert main(["--val-fraction", "0", "--federated"]) == 2
     assert "a federation picks its round on validation" in capsys.readouterr().err
     assert main(["--transfer-faces", "--federated"]) == 2
