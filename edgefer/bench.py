@@ -48,7 +48,7 @@ from edgefer import LABELS, __version__
 from edgefer.classifier import Classifier, ModelError, load_interpreter_class, read_labels
 from edgefer.config import ClassifierConfig, FacesConfig
 from edgefer.datasets import DatasetError, find_root, load_fer2013
-from edgefer.metrics import summary
+from edgefer.metrics import paired, summary
 
 MIB = 1024 * 1024
 KNOWN_DATASETS: tuple[str, ...] = ("fer2013",)
@@ -548,8 +548,20 @@ def sweep_entry(lane: Lane, cores: int) -> dict[str, Any]:
     }
 
 
+def _paired_counts(a: Lane, b: Lane) -> dict[str, Any]:
+    """The accuracy difference of two lanes as the faces only one of them gets right, and
+    whether that split could be chance (exact sign test), since both saw the same faces."""
+    p = paired(a.truth, a.preds, b.preds)
+    return {
+        "only_numerator_right": p["only_a_right"],
+        "only_denominator_right": p["only_b_right"],
+        "sign_test_p": p["sign_test_p"],
+    }
+
+
 def pair_ratios(lanes: list[Lane], main: dict[str, Lane]) -> list[dict[str, Any]]:
-    """int8 over float32 of the same model family, and a peer over each edgefer model.
+    """int8 over float32 of the same model family, edgefer's models of one precision against
+    each other, and a peer over each edgefer model.
 
     Besides the ratio of medians over the whole run, the ratio is taken round by round
     (both models saw the same images within seconds of each other) and its spread shown,
@@ -571,6 +583,7 @@ def pair_ratios(lanes: list[Lane], main: dict[str, Lane]) -> list[dict[str, Any]
                 "latency_ratio_per_round": mean_std(per_round),
                 "size_ratio": a.model.size_bytes / b.model.size_bytes,
                 "accuracy_difference": a.accuracy - b.accuracy,
+                **_paired_counts(a, b),
             }
         )
 
@@ -579,6 +592,11 @@ def pair_ratios(lanes: list[Lane], main: dict[str, Lane]) -> list[dict[str, Any]
             other = by_name.get(name.replace("int8", "float32"))
             if other is not None:
                 add(lane, other, "int8 / float32")
+    edgefer_lanes = [lane for lane in by_name.values() if lane.spec.kind == "edgefer"]
+    for i, lane in enumerate(edgefer_lanes):
+        for other in edgefer_lanes[i + 1 :]:
+            if lane.model.quantized == other.model.quantized:
+                add(lane, other, "model / model")
     for lane in by_name.values():
         if lane.spec.kind != "edgefer":
             for other in by_name.values():
@@ -606,7 +624,9 @@ def notes_dataset(result: dict[str, Any]) -> list[str]:
         "after 200 inferences; runtime overhead = RSS after allocate_tensors minus RSS with the runtime imported "
         "and no model loaded. The paper does not say what its process held. MB = MiB (2^20 bytes); the paper's "
         "5.5 MB matches 1.45 M float32 parameters in MiB.",
-        "Accuracy is scored on the same predictions whose latency is timed.",
+        "Accuracy is scored on the same predictions whose latency is timed. Two models' accuracies differ only "
+        "on the faces one of them gets right and the other wrong; each ratio line gives those two counts and an "
+        "exact two-sided sign test on them, so a gap of a few tenths of a point can be told from chance.",
     ]
     if ds.get("skipped"):
         notes.append(f"{ds['skipped']} unreadable image(s) were skipped and are not scored (listed in the JSON).")
@@ -1346,7 +1366,7 @@ def markdown_dataset(result: dict[str, Any]) -> str:
             out.append(
                 f"- {r['what']}: {r['numerator']} / {r['denominator']} @{r['threads']}t — latency x"
                 f"{r['latency_ratio_median']:.2f} (medians), x{_pm(r['latency_ratio_per_round'])} per round; "
-                f"size x{r['size_ratio']:.2f}; accuracy {100 * r['accuracy_difference']:+.1f} points"
+                f"size x{r['size_ratio']:.2f}; accuracy {100 * r['accuracy_difference']:+.1f} points" + _paired_text(r)
             )
         out.append("")
     for m in models:
@@ -1373,6 +1393,15 @@ def markdown_dataset(result: dict[str, Any]) -> str:
         *_notes(result),
     ]
     return "\n".join(out)
+
+
+def _paired_text(r: dict[str, Any]) -> str:
+    if "sign_test_p" not in r:  # results saved before paired counts were kept
+        return ""
+    return (
+        f" (right only on one: {r['only_numerator_right']} / {r['only_denominator_right']} faces, "
+        f"sign test p = {r['sign_test_p']:.2g})"
+    )
 
 
 def _notes(result: dict[str, Any]) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -28,4 +30,39 @@ def summary(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[str, ...] | li
         "precision": {lab: float(p) for lab, p in zip(labels, precision, strict=True)},
         "f1": {lab: float(v) for lab, v in zip(labels, f1, strict=True)},
         "confusion": cm.tolist(),
+    }
+
+
+def sign_test_p(k: int, m: int) -> float:
+    """Exact two-sided sign test of ``k`` against ``m`` (McNemar's exact test when they count
+    the faces only one of two classifiers gets right).
+
+    Two models scored on the same faces differ only where one is right and the other wrong;
+    the faces both get right or both get wrong say nothing about which is better. Under "no
+    difference" each such face is a fair coin, so a half-point gap on 2,600 faces can be told
+    from noise only through these counts, not through the two accuracies.
+    """
+    if k < 0 or m < 0:
+        raise ValueError(f"counts must be >= 0, got {k} and {m}")
+    n = k + m
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(k, m) + 1))
+    return min(1.0, 2 * tail / 2**n)  # exact integers; the division rounds once
+
+
+def paired(y_true: np.ndarray, a_pred: np.ndarray, b_pred: np.ndarray) -> dict:
+    """How two classifiers' predictions on the same faces differ: the faces only ``a`` gets
+    right, only ``b`` gets right, and the sign test's p-value on those two counts."""
+    truth, a_pred, b_pred = np.asarray(y_true), np.asarray(a_pred), np.asarray(b_pred)
+    if not truth.shape == a_pred.shape == b_pred.shape:
+        raise ValueError(f"labels and predictions of different lengths: {len(truth)}, {len(a_pred)}, {len(b_pred)}")
+    a, b = a_pred == truth, b_pred == truth
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    return {
+        "n": int(a.size),
+        "only_a_right": only_a,
+        "only_b_right": only_b,
+        "both_right": int(np.sum(a & b)),
+        "sign_test_p": sign_test_p(only_a, only_b),
     }

@@ -22,6 +22,7 @@ from edgefer.bench import composite_clip, composite_frames, main, render
 from edgefer.classifier import Classifier, read_labels
 from edgefer.cli import bench_main
 from edgefer.datasets import FER2013_CLASSES, load_fer2013
+from edgefer.metrics import paired, sign_test_p
 from tests.conftest import MODELS
 
 EDGEFER_MODELS = [MODELS / "edgefer-float32.tflite", MODELS / "edgefer-int8.tflite"]
@@ -76,6 +77,9 @@ def test_dataset_json_has_every_figure(dataset_run: tuple[dict, str, Path]) -> N
     assert result["models"][1]["quantized"] and not result["models"][0]["quantized"]
     (ratio,) = result["ratios"]
     assert ratio["what"] == "int8 / float32"
+    # The accuracy gap is exactly the faces only one of the two got right, out of the 100 scored.
+    assert ratio["only_numerator_right"] - ratio["only_denominator_right"] == round(100 * ratio["accuracy_difference"])
+    assert 0 < ratio["sign_test_p"] <= 1
     assert ratio["size_ratio"] == pytest.approx(
         result["models"][1]["storage_bytes"] / result["models"][0]["storage_bytes"]
     )
@@ -261,3 +265,26 @@ def test_reports_name_model_files_without_this_machines_paths(tmp_path: Path, mo
     peer = Path("/opt/venv/lib/python3.11/site-packages/fer/data/emotion_model_quantized.tflite")
     assert shown_path(peer) == "fer/data/emotion_model_quantized.tflite"
     assert shown_path("/somewhere/else/model.tflite") == "model.tflite"
+
+
+def test_sign_test_matches_the_binomial_by_hand() -> None:
+    # 1 face against 9: P(X <= 1) for Binomial(10, 1/2) is 11/1024, doubled for two sides.
+    assert sign_test_p(1, 9) == pytest.approx(22 / 1024)
+    assert sign_test_p(9, 1) == sign_test_p(1, 9)
+    assert sign_test_p(5, 5) == 1.0 and sign_test_p(0, 0) == 1.0
+    assert sign_test_p(0, 20) < 2e-6
+    # A half-point gap on PublicTest's 2,622 faces, split 63 / 52, is no evidence either way.
+    assert 0.3 < sign_test_p(63, 52) < 0.4
+    with pytest.raises(ValueError, match="counts must be >= 0"):
+        sign_test_p(-1, 3)
+
+
+def test_paired_counts_only_the_faces_that_tell_two_models_apart() -> None:
+    truth = np.array([0, 1, 2, 3, 0, 1])
+    a = np.array([0, 1, 2, 0, 1, 1])  # right on faces 0, 1, 2, 5
+    b = np.array([0, 2, 2, 3, 0, 0])  # right on faces 0, 2, 3, 4
+    p = paired(truth, a, b)
+    assert (p["n"], p["only_a_right"], p["only_b_right"], p["both_right"]) == (6, 2, 2, 2)
+    assert p["sign_test_p"] == 1.0
+    with pytest.raises(ValueError, match="different lengths"):
+        paired(truth, a, b[:3])
