@@ -392,3 +392,26 @@ def test_scoring_teachers_measures_each_alone_together_and_where_the_other_fails
     assert f"right on {right[0][~right[1]].mean():.4f} of the faces {specs[1]} gets wrong" in out
     with pytest.raises(SystemExit, match="needs a validation part"):
         cli.main(["--score-teachers", specs[0], "--data-dir", str(few_faces), "--val-fraction", "0"])
+
+
+def test_paired_comparison_scores_two_shipped_files_on_validation(few_faces: Path, tmp_path: Path, capsys) -> None:
+    """The comparison a keep-or-ship rule can lean on, on the shipped int8 files: each file's
+    validation accuracy from the runtime itself, and the faces only one of them gets right."""
+    from edgefer.train import cli
+    from edgefer.train.trainer import Recipe, train_and_validation
+    from tests.conftest import MODELS
+
+    files = [str(MODELS / "edgefer-int8.tflite"), str(MODELS / "paper-int8.tflite")]
+    assert cli.main(["--paired", *files, "--data-dir", str(few_faces), "--val-fraction", "0.5"]) == 0
+    out = capsys.readouterr().out
+    _, va = train_and_validation(Recipe(val_fraction=0.5), str(few_faces))
+    right = [Classifier(f, threads=1).predict(va.images).argmax(1) == va.labels for f in files]
+    for f, r in zip(files, right, strict=True):
+        assert f"{f}: validation {100 * r.mean():.2f} % of {len(va)} faces" in out
+    only = int((right[0] & ~right[1]).sum()), int((~right[0] & right[1]).sum())
+    assert only != (0, 0)  # the two networks disagree somewhere on 80 faces
+    assert f"right only on one: {only[0]} (first) / {only[1]} (second)" in out
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"not a model")
+    assert cli.main(["--paired", files[0], str(broken), "--data-dir", str(few_faces)]) == 2
+    assert str(broken) in capsys.readouterr().err

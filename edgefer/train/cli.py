@@ -49,6 +49,13 @@ def parser() -> argparse.ArgumentParser:
         help="print each candidate teacher's flip-averaged validation accuracy, their mean's, "
         "and how often each is right where another is wrong; trains nothing",
     )
+    p.add_argument(
+        "--paired",
+        nargs=2,
+        metavar="TFLITE",
+        help="score two model files on the validation faces (--val-fraction, --seed) and print the faces only "
+        "one gets right with an exact sign test; trains nothing",
+    )
     p.add_argument("--plot", metavar="PNG", help="with --compare: PublicTest accuracy against the number of clients")
     defaults = Recipe()
     special = {
@@ -188,6 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     if recipe.transfer_faces and (args.federated or args.flower_app):
         print("--transfer-faces: federated clients train on their own labelled faces only", file=sys.stderr)
         return 2
+    if args.paired:
+        from edgefer.train.compare import paired_on_validation
+
+        try:
+            paired_on_validation(args.paired, recipe, args.data_dir, log=_log)
+        except ValueError as e:
+            print(f"edgefer-train: {e}", file=sys.stderr)
+            return 2
+        return 0
     if args.score_teachers:
         from edgefer.train.trainer import score_teachers
 

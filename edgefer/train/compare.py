@@ -3,6 +3,8 @@ accuracy-against-clients plot come from the runs' own ``report.json`` files, not
 
 ``edgefer-train --compare RUN [RUN ...] [--plot PNG]``: each RUN is a run folder or a report
 file. The first centralized run is the baseline the gaps are measured against.
+
+``edgefer-train --paired A.tflite B.tflite``: two model files on the validation faces, paired.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
@@ -134,3 +138,37 @@ def compare(paths: list[str], plot: str | None = None) -> str:
     if plot:
         clients_png(rows, plot)
     return markdown_table(rows)
+
+
+def paired_on_validation(files: list[str], recipe: Any, data_dir: str | None, log=print) -> dict[str, Any]:
+    """Two exported model files scored on the faces the recipe holds out for validation, and
+    the faces only one of them gets right with the sign test on them.
+
+    Keep-or-ship rules compare a new run with the shipped one. On the two accuracies alone a
+    half-point gap on 2,100 faces is within run-to-run noise; the paired counts say whether it
+    is, before the test split is ever looked at.
+    """
+    from edgefer.classifier import Classifier, ModelError
+    from edgefer.metrics import paired
+    from edgefer.train.trainer import train_and_validation
+
+    if len(files) != 2:
+        raise ValueError(f"--paired takes two model files, got {len(files)}")
+    try:
+        models = [Classifier(path, threads=1) for path in files]
+    except ModelError as e:
+        raise ValueError(str(e)) from None
+    _, va = train_and_validation(recipe, data_dir)
+    if not len(va):
+        raise ValueError("--val-fraction 0 leaves no validation faces to compare on")
+    preds = [m.predict(va.images).argmax(1) for m in models]
+    result = {"faces": len(va), "files": list(files)}
+    result["accuracy"] = [float(np.mean(p == va.labels)) for p in preds]
+    result.update(paired(va.labels, *preds))
+    for path, acc in zip(files, result["accuracy"], strict=True):
+        log(f"{path}: validation {100 * acc:.2f} % of {len(va)} faces")
+    log(
+        f"right only on one: {result['only_a_right']} (first) / {result['only_b_right']} (second); "
+        f"sign test p = {result['sign_test_p']:.3g}"
+    )
+    return result
