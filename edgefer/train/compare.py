@@ -162,9 +162,8 @@ def paired_on_validation(files: list[str], recipe: Any, data_dir: str | None, lo
     if not len(va):
         raise ValueError("--val-fraction 0 leaves no validation faces to compare on")
     preds = [m.predict(va.images).argmax(1) for m in models]
-    result = {"faces": len(va), "files": list(files)}
-    result["accuracy"] = [float(np.mean(p == va.labels)) for p in preds]
-    result.update(paired(va.labels, *preds))
+    result = {"files": list(files), "accuracy": [float(np.mean(p == va.labels)) for p in preds]}
+    result.update(paired(va.labels, *preds))  # "n" is the number of validation faces
     for path, acc in zip(files, result["accuracy"], strict=True):
         log(f"{path}: validation {100 * acc:.2f} % of {len(va)} faces")
     log(
