@@ -31,6 +31,10 @@ def test_architectures_keep_the_budget() -> None:
     assert [layer.name for layer in wide.layers] == [layer.name for layer in ours.layers]
     assert wide.get_layer("fb3_conv").filters == 1.5 * ours.get_layer("fb3_conv").filters == 384
     assert 2.0 < count_flops(wide) / count_flops(ours) < 2.3 and wide.name == "edgefer-wide"
+    # The learnt-pooling head: one weight per channel and position of the 6x6 map, nothing else.
+    gdc = build("edgefer-gdc")
+    assert gdc.count_params() - ours.count_params() == 6 * 6 * 256
+    assert count_flops(gdc) <= 107e6 and gdc.output_shape == ours.output_shape
 
 
 def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: Path) -> None:
@@ -275,8 +279,8 @@ def test_random_erasing_hides_one_rectangle_in_the_share_it_is_given(fer2013: Pa
 
 def test_a_grown_model_starts_as_the_model_it_grew_from(fer2013: Path) -> None:
     """Growing by residual blocks keeps every learnt weight and the function itself: the new
-    blocks start as the identity. A model of another width, or a shallower target, is refused
-    with the offending layers named."""
+    blocks start as the identity, a learnt-pooling head as the average. A model of another
+    width, or a shallower target, is refused with the offending layers named."""
     from edgefer.train.models import edgefer_cnn
     from edgefer.train.trainer import grow_from
 
@@ -296,8 +300,15 @@ def test_a_grown_model_starts_as_the_model_it_grew_from(fer2013: Path) -> None:
     assert want.std(0).max() > 1e-4  # outputs depend on the face
     assert np.allclose(dst.predict(x, verbose=0), want, atol=1e-5)
 
+    # A learnt-pooling head starts as the average pooling it replaces.
+    gdc = edgefer_cnn(width=8, blocks=(2, 1, 2), head="gdc")
+    assert sorted({n.rsplit("_", 1)[0] for n in grow_from(src, gdc)}) == ["gdc", "s2c", "s4c"]
+    assert np.allclose(gdc.predict(x, verbose=0), want, atol=1e-5)
+
     with pytest.raises(SystemExit, match="s1a_conv"):
         grow_from(edgefer_cnn(width=16, blocks=(1, 1, 1)), edgefer_cnn(width=8, blocks=(1, 1, 1)))
+    with pytest.raises(SystemExit, match="gdc"):
+        grow_from(gdc, dst)
     with pytest.raises(SystemExit, match="s2c_dw"):
         grow_from(dst, edgefer_cnn(width=8, blocks=(1, 1, 2)))
 

@@ -18,9 +18,10 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgefer-train", description=__doc__)
     p.add_argument(
         "--arch",
-        choices=("paper", "edgefer", "edgefer-wide"),
+        choices=("paper", "edgefer", "edgefer-wide", "edgefer-gdc"),
         default="edgefer",
-        help="edgefer-wide: a teacher at 1.5x the channels, over the budget, never shipped",
+        help="edgefer-wide: a teacher at 1.5x the channels, over the budget, never shipped; "
+        "edgefer-gdc: edgefer pooling with a learnt weight per position (global depthwise convolution)",
     )
     p.add_argument("--data-dir", help="folder holding train/ and test/, or fer2013.csv")
     p.add_argument("--out", help="run folder for checkpoints and figures (default runs/<arch>)")

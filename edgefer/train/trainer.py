@@ -547,7 +547,8 @@ def grow_from(src, dst, source: str = "the source model") -> list[str]:
     A new residual block starts as the identity (the scale of its last batch norm is zero,
     so it adds nothing to its input), hence a deeper ``dst`` first computes exactly what
     ``src`` did: growing keeps everything a long training run bought, and the added capacity
-    is trained from there. Any other mismatch is an error naming the layer.
+    is trained from there. A global depthwise head (``gdc``) in place of average pooling starts
+    as that average, for the same reason. Any other mismatch is an error naming the layer.
     """
     theirs = {layer.name: layer for layer in src.layers if layer.weights}
     ours = {layer.name: layer for layer in dst.layers if layer.weights}
@@ -555,6 +556,12 @@ def grow_from(src, dst, source: str = "the source model") -> list[str]:
         raise SystemExit(f"{source}: layers {', '.join(missing)} have no place in the {dst.name} model")
     new = []
     for name, layer in ours.items():
+        if name == "gdc" and name not in theirs:
+            # a global depthwise head starts as the average pooling it replaces
+            (kernel,) = layer.get_weights()
+            layer.set_weights([np.full_like(kernel, 1.0 / (kernel.shape[0] * kernel.shape[1]))])
+            new.append(name)
+            continue
         if name not in theirs:
             if not name.endswith("_pwbn") and f"{name.rsplit('_', 1)[0]}_pwbn" not in ours:
                 raise SystemExit(f"{source}: has no layer {name} and it is not part of a residual block")
