@@ -7,6 +7,7 @@ import os
 import sys
 from dataclasses import fields
 
+from edgefer.train import ARCHITECTURES
 from edgefer.train.trainer import Recipe
 
 
@@ -18,7 +19,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgefer-train", description=__doc__)
     p.add_argument(
         "--arch",
-        choices=("paper", "edgefer", "edgefer-wide", "edgefer-gdc"),
+        choices=ARCHITECTURES,
         default="edgefer",
         help="edgefer-wide: a teacher at 1.5x the channels, over the budget, never shipped; "
         "edgefer-gdc: edgefer pooling with a learnt weight per position (global depthwise convolution)",

@@ -23,9 +23,9 @@ import keras
 from keras import layers
 
 from edgefer import LABELS
+from edgefer.train import ARCHITECTURES
 
 INPUT_SHAPE = (48, 48, 1)
-ARCHITECTURES = ("paper", "edgefer", "edgefer-wide", "edgefer-gdc")
 
 
 def paper_cnn(batch_norm: bool = True, dropout: float = 0.2) -> keras.Model:
