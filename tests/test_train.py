@@ -35,6 +35,12 @@ def test_architectures_keep_the_budget() -> None:
     gdc = build("edgefer-gdc")
     assert gdc.count_params() - ours.count_params() == 6 * 6 * 256
     assert count_flops(gdc) <= 107e6 and gdc.output_shape == ours.output_shape
+    # Channel gates: two small dense layers per residual block (a quarter of the channels in
+    # between), and almost no FLOPs, since they read the pooled branch, not the map.
+    se = build("edgefer-se")
+    gates = sum(2 * c * (c // 4) + c // 4 + c for c in (64, 128, 128, 256, 256))
+    assert se.count_params() - ours.count_params() == gates
+    assert 0 < count_flops(se) - count_flops(ours) < 0.2e6 and se.output_shape == ours.output_shape
 
 
 def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: Path) -> None:
@@ -304,11 +310,17 @@ def test_a_grown_model_starts_as_the_model_it_grew_from(fer2013: Path) -> None:
     gdc = edgefer_cnn(width=8, blocks=(2, 1, 2), head="gdc")
     assert sorted({n.rsplit("_", 1)[0] for n in grow_from(src, gdc)}) == ["gdc", "s2c", "s4c"]
     assert np.allclose(gdc.predict(x, verbose=0), want, atol=1e-5)
+    # Channel gates start at exactly 1, in old blocks and in new ones.
+    se = edgefer_cnn(width=8, blocks=(2, 1, 2), se=True)
+    assert {n.rsplit("_", 1)[1] for n in grow_from(src, se) if n.startswith(("s2b", "s3b"))} == {"sedown", "seup"}
+    assert np.allclose(se.predict(x, verbose=0), want, atol=1e-5)
 
     with pytest.raises(SystemExit, match="s1a_conv"):
         grow_from(edgefer_cnn(width=16, blocks=(1, 1, 1)), edgefer_cnn(width=8, blocks=(1, 1, 1)))
     with pytest.raises(SystemExit, match="gdc"):
         grow_from(gdc, dst)
+    with pytest.raises(SystemExit, match="s2b_sedown"):
+        grow_from(se, dst)
     with pytest.raises(SystemExit, match="s2c_dw"):
         grow_from(dst, edgefer_cnn(width=8, blocks=(1, 1, 2)))
 

@@ -536,7 +536,7 @@ def start_from(model, recipe: Recipe, log=print) -> None:
 
         new = grow_from(keras.models.load_model(recipe.init_from, compile=False), model, source=recipe.init_from)
         blocks = sorted({name.rsplit("_", 1)[0] for name in new})
-        grown = f"; new blocks: {', '.join(blocks)}" if blocks else ""
+        grown = f"; new layers in {', '.join(blocks)}, starting as no change" if blocks else ""
         log(f"starting from the weights of {recipe.init_from}{grown}")
 
 
@@ -548,7 +548,8 @@ def grow_from(src, dst, source: str = "the source model") -> list[str]:
     so it adds nothing to its input), hence a deeper ``dst`` first computes exactly what
     ``src`` did: growing keeps everything a long training run bought, and the added capacity
     is trained from there. A global depthwise head (``gdc``) in place of average pooling starts
-    as that average, for the same reason. Any other mismatch is an error naming the layer.
+    as that average, and a channel gate (``_se``) as a gate of exactly 1, for the same reason.
+    Any other mismatch is an error naming the layer.
     """
     theirs = {layer.name: layer for layer in src.layers if layer.weights}
     ours = {layer.name: layer for layer in dst.layers if layer.weights}
@@ -560,6 +561,10 @@ def grow_from(src, dst, source: str = "the source model") -> list[str]:
             # a global depthwise head starts as the average pooling it replaces
             (kernel,) = layer.get_weights()
             layer.set_weights([np.full_like(kernel, 1.0 / (kernel.shape[0] * kernel.shape[1]))])
+            new.append(name)
+            continue
+        if name not in theirs and name.endswith(("_sedown", "_seup")):
+            # a channel gate keeps its initialisation, under which it passes its branch unchanged
             new.append(name)
             continue
         if name not in theirs:
