@@ -18,7 +18,9 @@ models/README.md), so the product keeps average pooling.
 
 ``edgefer-se`` gates the channels of each residual branch by what the whole face shows
 (squeeze-and-excitation, Hu et al. 2018): convolutions weigh every face alike, a gate lets the
-face at hand pick which features count. 85 k parameters and 0.2 MFLOPs for five gates.
+face at hand pick which features count. 85 k parameters and 0.2 MFLOPs for five gates. Only the
+last block's gates learnt to vary from face to face, and the network tied the one without gates
+(stage 11 in models/README.md), so the product keeps plain blocks.
 """
 
 from __future__ import annotations
