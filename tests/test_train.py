@@ -41,6 +41,10 @@ def test_architectures_keep_the_budget() -> None:
     gates = sum(2 * c * (c // 4) + c // 4 + c for c in (64, 128, 128, 256, 256))
     assert se.count_params() - ours.count_params() == gates
     assert 0 < count_flops(se) - count_flops(ours) < 0.2e6 and se.output_shape == ours.output_shape
+    # Flip averaging inside the network: a 24-channel trunk run twice, within the budget.
+    mirror = build("edgefer-mirror")
+    trunk = mirror.get_layer("trunk")
+    assert count_flops(mirror) == 2 * count_flops(trunk) <= 107e6 and mirror.count_params() == trunk.count_params()
 
 
 def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: Path) -> None:
@@ -323,6 +327,45 @@ def test_a_grown_model_starts_as_the_model_it_grew_from(fer2013: Path) -> None:
         grow_from(se, dst)
     with pytest.raises(SystemExit, match="s2c_dw"):
         grow_from(dst, edgefer_cnn(width=8, blocks=(1, 1, 2)))
+
+
+def test_narrowing_keeps_the_channels_that_carry_something(fer2013: Path) -> None:
+    """A narrower network started from a wider one keeps each channel set's most scaled
+    channels; when the dropped ones are silent (every writer scales and shifts them to zero)
+    nothing is lost, constants the depthwise norms make of silence included. The mirrored
+    network grown that way answers the mean of the source on the face and its mirror image."""
+    from edgefer.train.models import edgefer_cnn, mirrored
+    from edgefer.train.trainer import grow_from, narrow_into
+
+    rng = np.random.default_rng(1)
+    src = edgefer_cnn(width=8, blocks=(1, 1, 1))
+    silent = {"s1a": [1, 5], "fb1": [0, 3, 9, 12], "s2b": [0, 3, 9, 12], "fb2": [2, 4, 7, 8, 20, 21, 30, 31]}
+    silent |= {"s3b": silent["fb2"], "fb3": list(range(0, 64, 4)), "s4b": list(range(0, 64, 4))}
+    for layer in src.layers:
+        if layer.name.endswith("bn"):
+            n = layer.get_weights()[0].shape
+            w = [rng.uniform(0.8, 1.2, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n), rng.uniform(0.8, 1.2, n)]
+            if not layer.name.endswith("_dwbn"):  # the norms that write a channel set
+                for a in w[:2]:
+                    a[silent[layer.name.split("_")[0]]] = 0
+            layer.set_weights(w)
+    x = load_fer2013(fer2013, "test", limit_per_class=10).images.astype(np.float32)[..., None] / 255.0
+    want = src.predict(x, verbose=0)
+    assert want.std(0).max() > 1e-4
+
+    narrow = edgefer_cnn(width=6, blocks=(1, 1, 1))
+    narrow_into(src, narrow)
+    assert np.allclose(narrow.predict(x, verbose=0), want, atol=1e-5)
+    kept = np.setdiff1d(np.arange(16), silent["fb1"])
+    assert np.array_equal(narrow.get_layer("fb1_bn").get_weights()[3], src.get_layer("fb1_bn").get_weights()[3][kept])
+
+    mirror = mirrored(edgefer_cnn(width=6, blocks=(1, 1, 1), name="trunk"), "edgefer-mirror")
+    assert grow_from(src, mirror) == []
+    both = (want + src.predict(x[:, :, ::-1], verbose=0)) / 2
+    assert np.allclose(mirror.predict(x, verbose=0), both, atol=1e-5)
+    assert np.allclose(mirror.predict(x[:, :, ::-1], verbose=0), both, atol=1e-5)
+    with pytest.raises(SystemExit, match="only the width"):
+        narrow_into(edgefer_cnn(width=8, blocks=(1, 1, 1), se=True), narrow)
 
 
 def test_a_refit_trains_on_every_face_and_ships_its_last_epoch(few_faces: Path, tmp_path: Path) -> None:

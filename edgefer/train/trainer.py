@@ -553,6 +553,9 @@ def grow_from(src, dst, source: str = "the source model") -> list[str]:
     """
     theirs = {layer.name: layer for layer in src.layers if layer.weights}
     ours = {layer.name: layer for layer in dst.layers if layer.weights}
+    if "trunk" in ours and "trunk" not in theirs:
+        narrow_into(src, ours["trunk"], source)
+        return []
     if missing := sorted(set(theirs) - set(ours)):
         raise SystemExit(f"{source}: layers {', '.join(missing)} have no place in the {dst.name} model")
     new = []
@@ -583,6 +586,72 @@ def grow_from(src, dst, source: str = "the source model") -> list[str]:
     return new
 
 
+def _stream(name: str) -> int:
+    """Which of the edgefer network's four channel sets a layer's output belongs to: the first
+    conv's (1), or the residual stream of stage 2, 3 or 4, which every layer of that stage reads
+    and writes (its opening conv ``fb{stage - 1}`` included)."""
+    if name.startswith("fb"):
+        return int(name[2]) + 1
+    return int(name[1])
+
+
+def narrow_into(src, dst, source: str = "the source model") -> None:
+    """Start the narrower edgefer ``dst`` from ``src`` by keeping, in each channel set, the
+    channels whose batch norms scale them most (the sum of |gamma| over the batch norms that
+    write that set; network slimming, Liu et al. 2017) and dropping the rest.
+
+    A channel that every writer scales to nothing carries nothing, so dropping such channels
+    leaves the function unchanged; for the others the loss is what the fine-tune repairs.
+    """
+    import keras
+
+    theirs = {layer.name: layer for layer in src.layers if layer.weights}
+    ours = {layer.name: layer for layer in dst.layers if layer.weights}
+    if set(theirs) != set(ours):
+        raise SystemExit(f"{source}: not the same layers as the {dst.name} network; only the width can be narrowed")
+    score: dict[int, np.ndarray] = {}
+    for name, layer in theirs.items():
+        if name.endswith(("s1a_bn", "_pwbn")) or (name.startswith("fb") and name.endswith("_bn")):
+            gamma = np.abs(layer.get_weights()[0])
+            score[_stream(name)] = score.get(_stream(name), 0) + gamma
+    width = {k: ours[f"{'s1a' if k == 1 else f'fb{k - 1}'}_bn"].get_weights()[0].shape[0] for k in score}
+    keep = {k: np.sort(np.argsort(-score[k], kind="stable")[: width[k]]) for k in score}
+    # A dropped channel still reaches a block's pointwise conv through the depthwise batch norm,
+    # as the constant that norm makes of a silent input; it moves into the next norm's mean.
+    shift = {}
+    for name, layer in theirs.items():
+        if name.endswith("_dwbn"):
+            block, stream = name[: -len("_dwbn")], _stream(name)
+            gamma, beta, mean, var = layer.get_weights()
+            const = np.maximum(beta - gamma * mean / np.sqrt(var + layer.epsilon), 0)
+            gone = np.setdiff1d(np.arange(len(gamma)), keep[stream])
+            kernel = theirs[f"{block}_pw"].get_weights()[0][0, 0]
+            shift[f"{block}_pwbn"] = (const[gone] @ kernel[gone])[keep[stream]]
+    for name, layer in ours.items():
+        w = theirs[name].get_weights()
+        if name == "emotion":
+            w = [w[0][keep[4]], w[1]]
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            w = [w[0][:, :, keep[_stream(name)]]]
+        elif isinstance(layer, keras.layers.Conv2D):
+            out = keep[_stream(name)]
+            into = out if name.endswith("_pw") else keep.get(_stream(name) - 1, slice(None))
+            w = [w[0][:, :, into][..., out]]
+        else:  # batch norm: scale, shift, mean, variance per channel
+            w = [a[keep[_stream(name)]] for a in w]
+            if name in shift:
+                w[2] = w[2] - shift[name]
+        layer.set_weights(w)
+
+
+def _layers(model) -> list:
+    """Every layer of ``model``, those of a nested trunk included."""
+    import keras
+
+    nested = (_layers(layer) if isinstance(layer, keras.Model) else [layer] for layer in model.layers)
+    return [inner for group in nested for inner in group]
+
+
 def recalibrate_bn(
     model, images: np.ndarray, batches: int = 120, batch: int = 128, seed: int = 0, augment: Recipe | None = None
 ) -> None:
@@ -596,7 +665,7 @@ def recalibrate_bn(
     """
     import keras
 
-    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    bns = [layer for layer in _layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     if not bns:
         return
     x = images.astype(np.float32)[..., None] / 255.0
