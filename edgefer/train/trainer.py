@@ -537,6 +537,8 @@ def start_from(model, recipe: Recipe, log=print) -> None:
         new = grow_from(keras.models.load_model(recipe.init_from, compile=False), model, source=recipe.init_from)
         blocks = sorted({name.rsplit("_", 1)[0] for name in new})
         grown = f"; new layers in {', '.join(blocks)}, starting as no change" if blocks else ""
+        if any(layer.name == "trunk" for layer in model.layers):
+            grown = "; narrowed to the trunk's width, keeping each channel set's most scaled channels"
         log(f"starting from the weights of {recipe.init_from}{grown}")
 
 
