@@ -366,6 +366,8 @@ def test_narrowing_keeps_the_channels_that_carry_something(fer2013: Path) -> Non
     assert np.allclose(mirror.predict(x[:, :, ::-1], verbose=0), both, atol=1e-5)
     with pytest.raises(SystemExit, match="only the width"):
         narrow_into(edgefer_cnn(width=8, blocks=(1, 1, 1), se=True), narrow)
+    with pytest.raises(SystemExit, match="cannot be widened"):
+        narrow_into(narrow, edgefer_cnn(width=8, blocks=(1, 1, 1)))
 
 
 def test_a_refit_trains_on_every_face_and_ships_its_last_epoch(few_faces: Path, tmp_path: Path) -> None:

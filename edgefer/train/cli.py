@@ -76,7 +76,8 @@ def parser() -> argparse.ArgumentParser:
         "init_from": dict(
             metavar="KERAS_FILE",
             help="start from these weights (same architecture, or a shallower edgefer to grow: "
-            "its new blocks start as the identity, a new pooling head as the average, new channel gates as 1)",
+            "its new blocks start as the identity, a new pooling head as the average, new channel gates as 1; "
+            "for edgefer-mirror, an edgefer narrowed to its trunk's width)",
         ),
         "teacher_flip": dict(
             action=argparse.BooleanOptionalAction,

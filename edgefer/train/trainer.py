@@ -617,6 +617,8 @@ def narrow_into(src, dst, source: str = "the source model") -> None:
             gamma = np.abs(layer.get_weights()[0])
             score[_stream(name)] = score.get(_stream(name), 0) + gamma
     width = {k: ours[f"{'s1a' if k == 1 else f'fb{k - 1}'}_bn"].get_weights()[0].shape[0] for k in score}
+    if wider := [k for k in score if width[k] > len(score[k])]:
+        raise SystemExit(f"{source}: narrower than the {dst.name} network in channel set {wider[0]}: cannot be widened")
     keep = {k: np.sort(np.argsort(-score[k], kind="stable")[: width[k]]) for k in score}
     # A dropped channel still reaches a block's pointwise conv through the depthwise batch norm,
     # as the constant that norm makes of a silent input; it moves into the next norm's mean.
