@@ -22,7 +22,8 @@ def parser() -> argparse.ArgumentParser:
         choices=ARCHITECTURES,
         default="edgefer",
         help="edgefer-wide: a teacher at 1.5x the channels, over the budget, never shipped; "
-        "edgefer-gdc: edgefer pooling with a learnt weight per position (global depthwise convolution)",
+        "edgefer-gdc: edgefer pooling with a learnt weight per position (global depthwise convolution); "
+        "edgefer-se: edgefer with channel gates; edgefer-mirror: a narrower edgefer run on the face and its mirror",
     )
     p.add_argument("--data-dir", help="folder holding train/ and test/, or fer2013.csv")
     p.add_argument("--out", help="run folder for checkpoints and figures (default runs/<arch>)")

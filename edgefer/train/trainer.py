@@ -611,12 +611,15 @@ def narrow_into(src, dst, source: str = "the source model") -> None:
     ours = {layer.name: layer for layer in dst.layers if layer.weights}
     if set(theirs) != set(ours):
         raise SystemExit(f"{source}: not the same layers as the {dst.name} network; only the width can be narrowed")
+    # every batch norm but a block's depthwise one writes its channel set
+    writers = [name for name, layer in theirs.items() if isinstance(layer, keras.layers.BatchNormalization)]
+    writers = [name for name in writers if not name.endswith("_dwbn")]
     score: dict[int, np.ndarray] = {}
-    for name, layer in theirs.items():
-        if name.endswith(("s1a_bn", "_pwbn")) or (name.startswith("fb") and name.endswith("_bn")):
-            gamma = np.abs(layer.get_weights()[0])
-            score[_stream(name)] = score.get(_stream(name), 0) + gamma
-    width = {k: ours[f"{'s1a' if k == 1 else f'fb{k - 1}'}_bn"].get_weights()[0].shape[0] for k in score}
+    width: dict[int, int] = {}
+    for name in writers:
+        gamma = np.abs(theirs[name].get_weights()[0])
+        score[_stream(name)] = score.get(_stream(name), 0) + gamma
+        width[_stream(name)] = ours[name].get_weights()[0].shape[0]
     if wider := [k for k in score if width[k] > len(score[k])]:
         raise SystemExit(f"{source}: narrower than the {dst.name} network in channel set {wider[0]}: cannot be widened")
     keep = {k: np.sort(np.argsort(-score[k], kind="stable")[: width[k]]) for k in score}
