@@ -122,6 +122,9 @@ class Classifier:
                 raise ModelError(f"{self.path}: integer {name} without quantisation parameters")
         self._batch = self.input.shape[0]
         self.size_bytes = len(data)
+        #: a network that averages a face with its mirror image inside (edgefer-mirror) gives
+        #: both the same answer; mirroring it again would double the cost and change nothing
+        self.mirror_invariant = self._is_mirror_invariant()
 
     @staticmethod
     def _read(path: Path) -> bytes:
@@ -135,6 +138,22 @@ class Classifier:
             what = "empty" if not data else "truncated" if len(data) < 8 else "not a TFLite flatbuffer (no TFL3 tag)"
             raise ModelError(f"{path}: {what}")
         return data
+
+    def _is_mirror_invariant(self) -> bool:
+        """Whether the model answers a face and its mirror image alike, probed on synthetic
+        faces with no symmetry (a diagonal ramp and seeded noise), so no configuration has to
+        declare it. Several probes, because an int8 output can round two confident answers to
+        the same bytes."""
+        ramp = (np.add.outer(np.arange(48) * 3, np.arange(48) * 7) % 256).astype(np.uint8)
+        noise = np.random.default_rng(48).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+        probes = np.concatenate([ramp[None], noise])
+        out = self._infer(np.concatenate([probes, probes[:, :, ::-1]]))
+        return bool(np.allclose(out[: len(probes)], out[len(probes) :], rtol=0, atol=1e-6))
+
+    @property
+    def passes(self) -> int:
+        """Inferences per face: two when the mirror image is classified too."""
+        return 2 if self.flip_average and not self.mirror_invariant else 1
 
     @property
     def quantized(self) -> bool:
@@ -166,7 +185,7 @@ class Classifier:
             raise ValueError(f"faces must be (N, 48, 48) uint8, got {faces.shape}")
         if len(faces) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        if self.flip_average:
+        if self.passes == 2:
             both = self._infer(np.concatenate([faces, faces[:, :, ::-1]]))
             return (both[: len(faces)] + both[len(faces) :]) / 2
         return self._infer(faces)
@@ -194,6 +213,8 @@ class Classifier:
             "runtime": self.runtime,
             "threads": self.threads,
             "flip_average": self.flip_average,
+            "mirror_invariant": self.mirror_invariant,
+            "passes": self.passes,
             "input_dtype": np.dtype(self.input.dtype).name,
             "size_bytes": self.size_bytes,
             "labels": list(self.labels),

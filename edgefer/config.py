@@ -119,7 +119,8 @@ class ClassifierConfig:
     min_confidence: float = 0.4
     #: at most this many classification rounds per second (0 = every frame with faces).
     max_rate: float = 5.0
-    #: also classify the mirrored face and average: more accurate, two inferences per face.
+    #: also classify the mirrored face and average: more accurate, two inferences per face
+    #: (one for a model that is mirror-invariant by construction: it is recognised on loading).
     flip_average: bool = True
 
     def validate(self) -> None:

@@ -308,6 +308,7 @@ class Service:
             "detector": self.faces.detector.name,
             "runtime": self.classifier.runtime,
             "model": self.classifier.path.name,
+            "inferences_per_face": self.classifier.passes,
             "queue_depth": self.store.depth(),
             "dropped_summaries": self.store.dropped,
             "store_fault": self.store.fault,

@@ -100,3 +100,24 @@ def test_flip_average_is_the_mean_of_face_and_mirror(sample) -> None:
     faces = sample.images[:10]
     expected = (plain.predict(faces) + plain.predict(faces[:, :, ::-1])) / 2
     assert np.allclose(flip.predict(faces), expected, atol=1e-5)
+
+
+def test_a_mirror_invariant_model_is_not_mirrored_twice(sample, tmp_path: Path) -> None:
+    """flip_average asks for the mean of a face and its mirror image; a network that computes
+    that mean inside (edgefer-mirror) is recognised from its answers, so the daemon's default
+    does not pay a second inference for nothing, and a plain network still gets its mirror."""
+    pytest.importorskip("tensorflow")
+    from edgefer.train.export import to_tflite
+    from edgefer.train.models import edgefer_cnn, mirrored
+
+    net = mirrored(edgefer_cnn(width=6, blocks=(1, 1, 1), name="trunk"), "edgefer-mirror")
+    faces = sample.images[:12]
+    int8 = to_tflite(net, tmp_path / "m8.tflite", int8=True, calibration=sample.images[:64])
+    for path in (to_tflite(net, tmp_path / "m32.tflite"), int8):
+        flip = Classifier(path, flip_average=True)
+        assert flip.mirror_invariant and flip.passes == flip.describe()["passes"] == 1
+        assert np.array_equal(flip.predict(faces), Classifier(path).predict(faces))
+        assert np.allclose(flip.predict(faces[:, :, ::-1]), flip.predict(faces), atol=1e-6)
+    plain = Classifier(MODELS / "edgefer-int8.tflite", flip_average=True)
+    assert not plain.mirror_invariant and plain.passes == 2
+    assert not np.array_equal(plain.predict(faces), Classifier(MODELS / "edgefer-int8.tflite").predict(faces))

@@ -187,6 +187,8 @@ def test_sighup_reload_good_bad_and_corrupt_model(broker: Broker, clip, tmp_path
         frames_then = st["frames"]
         d.wait_status(state, lambda s: s["frames"] > frames_then + 10)  # still running the old model
         assert st["model"] == "edgefer-int8.tflite"
+        # flip averaging is on by default; a mirror-invariant model is run once all the same
+        assert st["inferences_per_face"] == Classifier(MODELS / "edgefer-int8.tflite", flip_average=True).passes
     finally:
         assert d.stop() == 0
     assert "reload refused" in d.logs()

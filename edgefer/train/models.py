@@ -138,19 +138,41 @@ def edgefer_cnn(
 
 
 @keras.saving.register_keras_serializable(package="edgefer")
-class Mirror(layers.Layer):
-    """The face's mirror image (left and right swapped); no weights."""
+class MirrorPair(layers.Layer):
+    """The batch of faces followed by their mirror images (left and right swapped).
+
+    One batch rather than two calls of the trunk, so that int8 conversion calibrates one
+    set of activation ranges for a face and its mirror image: with two paths each gets its
+    own, and the int8 network stops being exactly mirror-invariant."""
+
+    #: faces the layers after it see per input face (what a face costs, for count_flops)
+    views = 2
 
     def call(self, x):
-        return ops.flip(x, axis=2)
+        return ops.concatenate([x, ops.flip(x, axis=2)], axis=0)
+
+    def compute_output_shape(self, shape):
+        return (None if shape[0] is None else 2 * shape[0], *shape[1:])
+
+
+@keras.saving.register_keras_serializable(package="edgefer")
+class FoldPair(layers.Layer):
+    """The mean of the answers for each face and its mirror image, undoing MirrorPair's batch."""
+
+    views = 0.5
+
+    def call(self, y):
+        return ops.mean(ops.reshape(y, (2, -1, y.shape[-1])), axis=0)
+
+    def compute_output_shape(self, shape):
+        return (None if shape[0] is None else shape[0] // 2, *shape[1:])
 
 
 def mirrored(trunk: keras.Model, name: str) -> keras.Model:
     """``trunk``'s answers for a face and for its mirror image, averaged: one network whose
     answer cannot change when the face is mirrored. The trunk's layers keep their names."""
-    x = inp = keras.Input(INPUT_SHAPE, name="face")
-    pair = [trunk(x), trunk(Mirror(name="mirror")(x))]
-    return keras.Model(inp, layers.Average(name="mean")(pair), name=name)
+    x = keras.Input(INPUT_SHAPE, name="face")
+    return keras.Model(x, FoldPair(name="mean")(trunk(MirrorPair(name="mirror")(x))), name=name)
 
 
 def build(name: str) -> keras.Model:
@@ -170,19 +192,20 @@ def build(name: str) -> keras.Model:
 
 
 def count_flops(model: keras.Model) -> int:
-    """Inference FLOPs (2 x multiply-accumulates) of conv and dense layers, batch 1."""
-    macs = 0
-    for layer in model.layers:
+    """Inference FLOPs (2 x multiply-accumulates) of conv and dense layers per input face."""
+    macs, views = 0.0, 1.0
+    for layer in model.layers:  # in the order a face flows through them
+        views *= getattr(layer, "views", 1)
         if isinstance(layer, keras.Model):  # a shared trunk costs what it costs at each call
-            macs += count_flops(layer) // 2 * len(layer._inbound_nodes)
+            macs += views * count_flops(layer) / 2 * len(layer._inbound_nodes)
         elif isinstance(layer, layers.DepthwiseConv2D):
             _, h, w, c = layer.output.shape
             kh, kw = layer.kernel_size
-            macs += h * w * c * kh * kw
+            macs += views * h * w * c * kh * kw
         elif isinstance(layer, layers.Conv2D):
             _, h, w, c = layer.output.shape
             kh, kw = layer.kernel_size
-            macs += h * w * c * kh * kw * layer.input.shape[-1]
+            macs += views * h * w * c * kh * kw * layer.input.shape[-1]
         elif isinstance(layer, layers.Dense):
-            macs += layer.input.shape[-1] * layer.units
-    return 2 * macs
+            macs += views * layer.input.shape[-1] * layer.units
+    return round(2 * macs)
