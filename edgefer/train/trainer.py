@@ -534,12 +534,18 @@ def start_from(model, recipe: Recipe, log=print) -> None:
     if recipe.init_from:
         import keras
 
-        new = grow_from(keras.models.load_model(recipe.init_from, compile=False), model, source=recipe.init_from)
+        src = keras.models.load_model(recipe.init_from, compile=False)
+        new = grow_from(src, model, source=recipe.init_from)
         blocks = sorted({name.rsplit("_", 1)[0] for name in new})
         grown = f"; new layers in {', '.join(blocks)}, starting as no change" if blocks else ""
-        if any(layer.name == "trunk" for layer in model.layers):
+        if _narrows(src, model):
             grown = "; narrowed to the trunk's width, keeping each channel set's most scaled channels"
         log(f"starting from the weights of {recipe.init_from}{grown}")
+
+
+def _narrows(src, dst) -> bool:
+    """Whether starting ``dst`` from ``src`` narrows a plain network into ``dst``'s trunk."""
+    return "trunk" in {layer.name for layer in dst.layers} - {layer.name for layer in src.layers}
 
 
 def grow_from(src, dst, source: str = "the source model") -> list[str]:
@@ -553,11 +559,11 @@ def grow_from(src, dst, source: str = "the source model") -> list[str]:
     as that average, and a channel gate (``_se``) as a gate of exactly 1, for the same reason.
     Any other mismatch is an error naming the layer.
     """
+    if _narrows(src, dst):
+        narrow_into(src, dst.get_layer("trunk"), source)
+        return []
     theirs = {layer.name: layer for layer in src.layers if layer.weights}
     ours = {layer.name: layer for layer in dst.layers if layer.weights}
-    if "trunk" in ours and "trunk" not in theirs:
-        narrow_into(src, ours["trunk"], source)
-        return []
     if missing := sorted(set(theirs) - set(ours)):
         raise SystemExit(f"{source}: layers {', '.join(missing)} have no place in the {dst.name} model")
     new = []
