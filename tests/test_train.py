@@ -45,6 +45,10 @@ def test_architectures_keep_the_budget() -> None:
     mirror = build("edgefer-mirror")
     trunk = mirror.get_layer("trunk")
     assert count_flops(mirror) == 2 * count_flops(trunk) <= 107e6 and mirror.count_params() == trunk.count_params()
+    # The same at full width: the stage-opening convs factored to rank 3 pay for the second view.
+    full = build("edgefer-mirror-full")
+    assert count_flops(full) == 2 * count_flops(full.get_layer("trunk")) <= 107e6
+    assert full.get_layer("trunk").get_layer("fb3_pwf").output.shape[-1] == 256
 
 
 def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: Path) -> None:
@@ -423,6 +427,46 @@ def test_transfer_faces_join_training_with_no_label_and_never_validation(fer2013
         training_faces(tr, Recipe(**{**with_transfer.__dict__, "teachers": []}), str(fer2013))
 
 
+def test_factoring_keeps_a_low_rank_conv_exactly_and_truncates_the_rest(fer2013: Path) -> None:
+    """Starting the full-width mirrored network from a plain one factors each stage-opening conv
+    by SVD: a conv that already has rank 3 or less per input channel comes through unchanged, so
+    the network answers the mean of its source on the face and its mirror image; a full-rank conv
+    becomes its best rank-3 approximation."""
+    from edgefer.train.models import edgefer_cnn, mirrored
+    from edgefer.train.trainer import grow_from
+
+    rng = np.random.default_rng(2)
+    src = edgefer_cnn(width=8, blocks=(1, 1, 1))
+    for name in ("fb1_conv", "fb2_conv", "fb3_conv"):
+        (kernel,) = src.get_layer(name).get_weights()
+        kh, kw, cin, cout = kernel.shape
+        low = np.einsum("kcr,cro->kco", rng.normal(0, 0.3, (kh * kw, cin, 2)), rng.normal(0, 0.3, (cin, 2, cout)))
+        src.get_layer(name).set_weights([low.reshape(kernel.shape)])
+    x = load_fer2013(fer2013, "test", limit_per_class=10).images.astype(np.float32)[..., None] / 255.0
+    want = src.predict(x, verbose=0)
+    assert want.std(0).max() > 1e-4
+
+    full = mirrored(edgefer_cnn(width=8, blocks=(1, 1, 1), rank=3, name="trunk"), "edgefer-mirror-full")
+    assert grow_from(src, full) == []
+    both = (want + src.predict(x[:, :, ::-1], verbose=0)) / 2
+    assert np.allclose(full.predict(x, verbose=0), both, atol=1e-5)
+
+    kernel = rng.normal(0, 0.3, (3, 3, 8, 16)).astype(np.float32)
+    src.get_layer("fb1_conv").set_weights([kernel])
+    grow_from(src, full)
+    trunk = full.get_layer("trunk")
+    (dw,), (pw,) = trunk.get_layer("fb1_dwf").get_weights(), trunk.get_layer("fb1_pwf").get_weights()
+    rebuilt = np.einsum("hwcr,cro->hwco", dw, pw[0, 0].reshape(8, 3, 16))
+    for c in (0, 3, 7):
+        u, sv, vt = np.linalg.svd(kernel[:, :, c].reshape(9, 16), full_matrices=False)
+        assert np.allclose(rebuilt[:, :, c].reshape(9, 16), (u[:, :3] * sv[:3]) @ vt[:3], atol=1e-5)
+        assert not np.allclose(rebuilt[:, :, c], kernel[:, :, c], atol=1e-2)  # rank 9 does not fit in 3
+    with pytest.raises(SystemExit, match="cannot be factored"):
+        grow_from(edgefer_cnn(width=8, blocks=(1, 1, 1), se=True), full)
+    with pytest.raises(SystemExit, match="not the width"):
+        grow_from(edgefer_cnn(width=6, blocks=(1, 1, 1)), full)
+
+
 def test_the_cli_refuses_shares_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:
     from edgefer.train.cli import main
 
@@ -436,6 +480,8 @@ def test_the_cli_refuses_shares_it_cannot_use(capsys: pytest.CaptureFixture[str]
     assert "--transfer-faces: federated clients train on their own labelled faces only" in capsys.readouterr().err
     assert main(["--arch", "edgefer-mirror", "--quant-aware", "--init-from", "m.keras"]) == 2
     assert "--quant-aware rounds the layers of a plain network" in capsys.readouterr().err
+    assert main(["--arch", "edgefer-mirror-full", "--quant-aware", "--init-from", "m.keras"]) == 2
+    assert "edgefer-mirror-full nests one" in capsys.readouterr().err
 
 
 def test_scoring_teachers_measures_each_alone_together_and_where_the_other_fails(few_faces: Path, capsys) -> None:

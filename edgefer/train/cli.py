@@ -23,7 +23,8 @@ def parser() -> argparse.ArgumentParser:
         default="edgefer",
         help="edgefer-wide: a teacher at 1.5x the channels, over the budget, never shipped; "
         "edgefer-gdc: edgefer pooling with a learnt weight per position (global depthwise convolution); "
-        "edgefer-se: edgefer with channel gates; edgefer-mirror: a narrower edgefer run on the face and its mirror",
+        "edgefer-se: edgefer with channel gates; edgefer-mirror: a narrower edgefer run on the face and its mirror; "
+        "edgefer-mirror-full: the same at full width, its stage-opening convs factored",
     )
     p.add_argument("--data-dir", help="folder holding train/ and test/, or fer2013.csv")
     p.add_argument("--out", help="run folder for checkpoints and figures (default runs/<arch>)")
@@ -78,7 +79,8 @@ def parser() -> argparse.ArgumentParser:
             metavar="KERAS_FILE",
             help="start from these weights (same architecture, or a shallower edgefer to grow: "
             "its new blocks start as the identity, a new pooling head as the average, new channel gates as 1; "
-            "for edgefer-mirror, an edgefer narrowed to its trunk's width)",
+            "for edgefer-mirror, an edgefer narrowed to its trunk's width; for edgefer-mirror-full, "
+            "one whose stage-opening convs are factored)",
         ),
         "teacher_flip": dict(
             action=argparse.BooleanOptionalAction,
@@ -193,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= recipe.erase <= 1:
         print(f"--erase {recipe.erase}: a share of the training faces, from 0 to 1", file=sys.stderr)
         return 2
-    if recipe.quant_aware and recipe.arch == "edgefer-mirror":
-        print("--quant-aware rounds the layers of a plain network; edgefer-mirror nests one", file=sys.stderr)
+    if recipe.quant_aware and recipe.arch.startswith("edgefer-mirror"):
+        print(f"--quant-aware rounds the layers of a plain network; {recipe.arch} nests one", file=sys.stderr)
         return 2
     if recipe.val_fraction == 0 and (args.federated or args.flower_app):
         print("--val-fraction 0: a federation picks its round on validation; keep a validation part", file=sys.stderr)

@@ -538,7 +538,9 @@ def start_from(model, recipe: Recipe, log=print) -> None:
         new = grow_from(src, model, source=recipe.init_from)
         blocks = sorted({name.rsplit("_", 1)[0] for name in new})
         grown = f"; new layers in {', '.join(blocks)}, starting as no change" if blocks else ""
-        if _narrows(src, model):
+        if _narrows(src, model) and _factored(model):
+            grown = "; each stage's opening conv factored into the trunk's rank by a truncated SVD"
+        elif _narrows(src, model):
             grown = "; narrowed to the trunk's width, keeping each channel set's most scaled channels"
         log(f"starting from the weights of {recipe.init_from}{grown}")
 
@@ -546,6 +548,52 @@ def start_from(model, recipe: Recipe, log=print) -> None:
 def _narrows(src, dst) -> bool:
     """Whether starting ``dst`` from ``src`` narrows a plain network into ``dst``'s trunk."""
     return "trunk" in {layer.name for layer in dst.layers} - {layer.name for layer in src.layers}
+
+
+def _factored(dst) -> bool:
+    """Whether ``dst`` nests a trunk whose stage-opening convs are factored (``_dwf``, ``_pwf``)."""
+    return any(layer.name.endswith("_dwf") for layer in _layers(dst))
+
+
+def factor_into(src, dst, source: str = "the source model") -> None:
+    """Start ``dst``, an edgefer network of ``src``'s width whose stage-opening convs are
+    factored, from ``src``: every other layer is copied, and each full 3x3 conv becomes its best
+    approximation of ``dst``'s rank, input channel by input channel (a truncated SVD of that
+    channel's 9 x outputs kernel, split evenly between the depthwise and pointwise factors).
+
+    The start is then ``src`` up to what the dropped singular values carried, so fine-tuning
+    repairs a small error instead of relearning the network."""
+    theirs = {layer.name: layer for layer in src.layers if layer.weights}
+    ours = {layer.name: layer for layer in dst.layers if layer.weights}
+    opened = {name[: -len("_dwf")] for name in ours if name.endswith("_dwf")}
+    expected = (set(ours) - {f"{b}_{part}" for b in opened for part in ("dwf", "pwf")}) | {f"{b}_conv" for b in opened}
+    if set(theirs) != expected:
+        raise SystemExit(f"{source}: not the same layers as the {dst.name} network with full convs; cannot be factored")
+    for name, layer in ours.items():
+        if name.endswith("_pwf"):
+            continue  # written with its depthwise half
+        if name.endswith("_dwf"):
+            block = name[: -len("_dwf")]
+            (full,) = theirs[f"{block}_conv"].get_weights()
+            (dw,) = layer.get_weights()
+            kh, kw, cin, rank = dw.shape
+            if full.shape[:3] != (kh, kw, cin):
+                raise SystemExit(
+                    f"{source}: layer {block}_conv has kernel {full.shape}, the {dst.name} network reads {cin} channels"
+                )
+            pw = np.zeros((1, 1, cin * rank, full.shape[3]), np.float32)
+            for c in range(cin):
+                u, sv, vt = np.linalg.svd(full[:, :, c, :].reshape(kh * kw, -1), full_matrices=False)
+                root = np.sqrt(sv[:rank])
+                dw[:, :, c, :] = (u[:, :rank] * root).reshape(kh, kw, rank)
+                pw[0, 0, c * rank : (c + 1) * rank] = root[:, None] * vt[:rank]
+            layer.set_weights([dw])
+            ours[f"{block}_pwf"].set_weights([pw])
+            continue
+        w = theirs[name].get_weights()
+        if [a.shape for a in w] != [a.shape for a in layer.get_weights()]:
+            raise SystemExit(f"{source}: layer {name} is not the width of the {dst.name} network's")
+        layer.set_weights(w)
 
 
 def grow_from(src, dst, source: str = "the source model") -> list[str]:
@@ -559,6 +607,9 @@ def grow_from(src, dst, source: str = "the source model") -> list[str]:
     as that average, and a channel gate (``_se``) as a gate of exactly 1, for the same reason.
     Any other mismatch is an error naming the layer.
     """
+    if _narrows(src, dst) and _factored(dst):
+        factor_into(src, dst.get_layer("trunk"), source)
+        return []
     if _narrows(src, dst):
         narrow_into(src, dst.get_layer("trunk"), source)
         return []
