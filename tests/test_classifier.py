@@ -95,8 +95,8 @@ def test_wrong_input_shape_is_refused(tmp_path: Path) -> None:
 
 
 def test_flip_average_is_the_mean_of_face_and_mirror(sample) -> None:
-    plain = Classifier(MODELS / "edgefer-float32.tflite")
-    flip = Classifier(MODELS / "edgefer-float32.tflite", flip_average=True)
+    plain = Classifier(MODELS / "paper-float32.tflite")
+    flip = Classifier(MODELS / "paper-float32.tflite", flip_average=True)
     faces = sample.images[:10]
     expected = (plain.predict(faces) + plain.predict(faces[:, :, ::-1])) / 2
     assert np.allclose(flip.predict(faces), expected, atol=1e-5)
@@ -118,6 +118,6 @@ def test_a_mirror_invariant_model_is_not_mirrored_twice(sample, tmp_path: Path) 
         assert flip.mirror_invariant and flip.passes == flip.describe()["passes"] == 1
         assert np.array_equal(flip.predict(faces), Classifier(path).predict(faces))
         assert np.allclose(flip.predict(faces[:, :, ::-1]), flip.predict(faces), atol=1e-6)
-    plain = Classifier(MODELS / "edgefer-int8.tflite", flip_average=True)
+    plain = Classifier(MODELS / "paper-int8.tflite", flip_average=True)
     assert not plain.mirror_invariant and plain.passes == 2
-    assert not np.array_equal(plain.predict(faces), Classifier(MODELS / "edgefer-int8.tflite").predict(faces))
+    assert not np.array_equal(plain.predict(faces), Classifier(MODELS / "paper-int8.tflite").predict(faces))
