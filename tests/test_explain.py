@@ -269,6 +269,23 @@ def test_cli_end_to_end(keras_mod, small_model, fer2013, tmp_path, capsys):
     assert "Grad-CAM++ at FB3" in capsys.readouterr().out
 
 
+def test_a_mirrored_network_is_explained_through_its_trunk(keras_mod, fer2013, tmp_path, capsys):
+    """Its block layers hold each face twice, once mirrored; the trunk on the face as given holds
+    one map per face on the face's own pixels, and its answers are one of the two views averaged."""
+    from edgefer.train.models import edgefer_cnn, mirrored
+
+    net = mirrored(edgefer_cnn(width=8, rank=2, name="trunk"), "edgefer-mirror-full")
+    assert ex.one_view(net) is net.get_layer("trunk") and ex.one_view(net.get_layer("trunk")).name == "trunk"
+    net.save(tmp_path / "mirror.keras")
+    out = tmp_path / "explain"
+    argv = ["--model", str(tmp_path / "mirror.keras"), "--data-dir", str(fer2013), "--out", str(out)]
+    assert ex.main([*argv, "--limit-per-class", "1", "--steps", "2", "--blocks", "fb1,fb3", "--no-baselines"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["layers"] == {"fb1": "fb1_relu", "fb3": "fb3_relu"}
+    assert report["model"]["name"] == "edgefer-mirror-full" and report["explained"].startswith("the trunk")
+    assert "explaining its trunk" in capsys.readouterr().err
+
+
 def test_cli_refuses_bad_input(small_model, fer2013, tmp_path, capsys):
     base = ["--data-dir", str(fer2013), "--out", str(tmp_path / "x")]
     assert ex.main(["--model", str(tmp_path / "missing.keras"), *base]) == 2

@@ -400,6 +400,19 @@ def gradcampp_map(activations, grads):
     return tf.nn.relu(tf.einsum("bhwk,bk->bhw", a, weights))
 
 
+def one_view(model: Any) -> Any:
+    """The network whose layers and answers are explained: a mirrored network's trunk.
+
+    A mirrored network (edgefer-mirror, edgefer-mirror-full) runs its trunk on a batch of the
+    face and its mirror image and averages the two answers, so its block layers hold two maps
+    per face, one of them mirrored. The trunk on the face as given is one of the two views the
+    network averages, and its maps sit on the face's own pixels; a plain network is its own view."""
+    import keras
+
+    inner = {layer.name: layer for layer in model.layers if isinstance(layer, keras.Model)}
+    return inner.get("trunk", model)
+
+
 def resolve_layer(model: Any, block: str) -> str:
     """Layer to explain for a block name: ``<block>_relu`` if present, else ``<block>_conv``, else
     ``block`` itself as a layer name, so both shipped architectures and custom ones work."""
@@ -765,6 +778,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # Keras raises many types for a bad archive
         _err(f"{model_path}: cannot load model ({exc})")
         return 2
+    mirrored, model = model, one_view(model)
+    if model is not mirrored:
+        print(f"{mirrored.name}: mirrored network; explaining its trunk on the face as given", file=sys.stderr)
     try:
         layers = {b: resolve_layer(model, b) for b in blocks}
     except ValueError as exc:
@@ -870,7 +886,8 @@ def main(argv: list[str] | None = None) -> int:
     pngs.append("curves.png")
 
     report: dict[str, Any] = {
-        "model": {"name": model.name, "file": model_path.name, "params": int(model.count_params())},
+        "model": {"name": mirrored.name, "file": model_path.name, "params": int(mirrored.count_params())},
+        "explained": "the trunk, one of the two views it averages" if model is not mirrored else "the network",
         "dataset": {"name": "FER2013 PublicTest", "n": n, "counts": _counts(labels), "accuracy": acc},
         "settings": {
             "steps": args.steps,
