@@ -13,7 +13,7 @@ from edgefer.datasets import load_fer2013
 pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.train
 
-MODEL = Path(__file__).resolve().parents[1] / "models" / "edgefer.keras"
+MODEL = Path(__file__).resolve().parents[1] / "models" / "edgefer-plain.keras"
 
 
 def test_rounding_is_simulated_where_and_as_the_int8_file_rounds(fer2013: Path, tmp_path: Path) -> None:
