@@ -773,6 +773,8 @@ def main(argv: list[str] | None = None) -> int:
     if not model_path.is_file():
         _err(f"{model_path}: no such model file")
         return 2
+    import edgefer.train.models  # noqa: F401  (registers the layers that mirrored networks are built of)
+
     try:
         model = keras.models.load_model(model_path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad archive
