@@ -546,7 +546,8 @@ def start_from(model, recipe: Recipe, log=print) -> None:
 
 
 def _narrows(src, dst) -> bool:
-    """Whether starting ``dst`` from ``src`` narrows a plain network into ``dst``'s trunk."""
+    """Whether starting ``dst`` from ``src`` puts a plain network into ``dst``'s trunk, narrowed
+    (edgefer-mirror) or with its stage openers factored (edgefer-mirror-full, :func:`_factored`)."""
     return "trunk" in {layer.name for layer in dst.layers} - {layer.name for layer in src.layers}
 
 
