@@ -13,4 +13,5 @@ ARCHITECTURES = (
     "edgefer-se",
     "edgefer-mirror",
     "edgefer-mirror-full",
+    "edgefer-factored",
 )

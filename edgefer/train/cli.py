@@ -24,7 +24,8 @@ def parser() -> argparse.ArgumentParser:
         help="edgefer-wide: a teacher at 1.5x the channels, over the budget, never shipped; "
         "edgefer-gdc: edgefer pooling with a learnt weight per position (global depthwise convolution); "
         "edgefer-se: edgefer with channel gates; edgefer-mirror: a narrower edgefer run on the face and its mirror; "
-        "edgefer-mirror-full: the same at full width, its stage-opening convs factored",
+        "edgefer-mirror-full: the same at full width, its stage-opening convs factored; "
+        "edgefer-factored: that trunk alone, one view per face",
     )
     p.add_argument("--data-dir", help="folder holding train/ and test/, or fer2013.csv")
     p.add_argument("--out", help="run folder for checkpoints and figures (default runs/<arch>)")
@@ -80,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
             help="start from these weights (same architecture, or a shallower edgefer to grow: "
             "its new blocks start as the identity, a new pooling head as the average, new channel gates as 1; "
             "for edgefer-mirror, an edgefer narrowed to its trunk's width; for edgefer-mirror-full, "
-            "one whose stage-opening convs are factored)",
+            "one whose stage-opening convs are factored; for edgefer-factored, edgefer-mirror-full's trunk)",
         ),
         "teacher_flip": dict(
             action=argparse.BooleanOptionalAction,

@@ -214,6 +214,8 @@ def build(name: str) -> keras.Model:
         return mirrored(edgefer_cnn(width=24, name="trunk"), name)
     if name == "edgefer-mirror-full":
         return mirrored(edgefer_cnn(rank=3, name="trunk"), name)
+    if name == "edgefer-factored":
+        return edgefer_cnn(rank=3, name=name)
     raise ValueError(f"unknown architecture {name!r} (known: {', '.join(ARCHITECTURES)})")
 
 

@@ -542,6 +542,8 @@ def start_from(model, recipe: Recipe, log=print) -> None:
             grown = "; each stage's opening conv factored into the trunk's rank by a truncated SVD"
         elif _narrows(src, model):
             grown = "; narrowed to the trunk's width, keeping each channel set's most scaled channels"
+        elif _unwraps(src, model):
+            grown = "; its trunk, which answers for one view"
         log(f"starting from the weights of {recipe.init_from}{grown}")
 
 
@@ -549,6 +551,12 @@ def _narrows(src, dst) -> bool:
     """Whether starting ``dst`` from ``src`` puts a plain network into ``dst``'s trunk, narrowed
     (edgefer-mirror) or with its stage openers factored (edgefer-mirror-full, :func:`_factored`)."""
     return "trunk" in {layer.name for layer in dst.layers} - {layer.name for layer in src.layers}
+
+
+def _unwraps(src, dst) -> bool:
+    """Whether ``src`` nests the trunk that ``dst`` is alone: a mirrored network starting a
+    single-view one, which then learns to answer in one pass what the two views averaged."""
+    return "trunk" in {layer.name for layer in src.layers} - {layer.name for layer in dst.layers}
 
 
 def _factored(dst) -> bool:
@@ -608,6 +616,8 @@ def grow_from(src, dst, source: str = "the source model") -> list[str]:
     as that average, and a channel gate (``_se``) as a gate of exactly 1, for the same reason.
     Any other mismatch is an error naming the layer.
     """
+    if _unwraps(src, dst):
+        src = src.get_layer("trunk")
     if _narrows(src, dst) and _factored(dst):
         factor_into(src, dst.get_layer("trunk"), source)
         return []
