@@ -467,6 +467,67 @@ def test_factoring_keeps_a_low_rank_conv_exactly_and_truncates_the_rest(fer2013:
         grow_from(edgefer_cnn(width=6, blocks=(1, 1, 1)), full)
 
 
+def test_factored_convs_run_tiled_in_the_exported_files(fer2013: Path, tmp_path: Path) -> None:
+    """The exported file computes the trained network's function, with each depthwise conv
+    of several kernels per channel run as one kernel per channel on a tiled input."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgefer.train.export import runtime_graph, to_tflite
+    from edgefer.train.models import edgefer_cnn, mirrored
+
+    net = mirrored(edgefer_cnn(width=8, blocks=(1, 1, 1), rank=3, name="trunk"), "edgefer-mirror-full")
+    head = net.get_layer("trunk").get_layer("emotion")
+    head.set_weights([head.get_weights()[0] * 30, head.get_weights()[1]])  # answers far from uniform
+    faces = load_fer2013(fer2013, "test", limit_per_class=10).images
+    x = faces.astype(np.float32)[..., None] / 255.0
+    want = net.predict(x, verbose=0)
+    assert want.std(0).max() > 2e-3  # 20x the tolerance below
+
+    fast = runtime_graph(net)
+    kinds = [layer for layer in fast.get_layer("trunk").layers if isinstance(layer, keras.layers.DepthwiseConv2D)]
+    assert kinds and all(layer.depth_multiplier == 1 for layer in kinds)
+    assert np.allclose(fast.predict(x, verbose=0), want, atol=1e-5)
+    plain = edgefer_cnn(width=8, blocks=(1, 1, 1))
+    assert runtime_graph(plain) is plain
+
+    path = to_tflite(net, tmp_path / "m.tflite")
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    depthwise = [op for op in interpreter._get_ops_details() if op["op_name"] == "DEPTHWISE_CONV_2D"]
+    shape = {t["index"]: t["shape"] for t in interpreter.get_tensor_details()}
+    assert depthwise and all(shape[op["inputs"][0]][-1] == shape[op["inputs"][1]][-1] for op in depthwise)
+    assert np.allclose(Classifier(path).predict(faces), want, atol=1e-4)
+
+    inp = keras.Input((8, 8, 2))
+    odd = keras.Model(
+        inp,
+        keras.layers.BatchNormalization(name="bn")(
+            keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw2")(inp)
+        ),
+    )
+    with pytest.raises(ValueError, match="layer bn reads dw2, which has several kernels per channel"):
+        runtime_graph(odd)
+
+
+def test_a_single_view_network_starts_as_a_mirrored_ones_trunk(fer2013: Path) -> None:
+    from edgefer.train.models import build, edgefer_cnn, mirrored
+    from edgefer.train.trainer import grow_from
+
+    pair = mirrored(edgefer_cnn(width=8, blocks=(1, 1, 1), rank=3, name="trunk"), "edgefer-mirror-full")
+    rng = np.random.default_rng(6)
+    trunk = pair.get_layer("trunk")
+    for layer in trunk.layers:
+        if layer.weights and not layer.name.endswith("bn"):  # batch norms keep a positive variance
+            layer.set_weights([rng.normal(0, 0.3, a.shape).astype(np.float32) for a in layer.get_weights()])
+    alone = edgefer_cnn(width=8, blocks=(1, 1, 1), rank=3, name="edgefer-factored")
+    assert grow_from(pair, alone) == []
+    x = load_fer2013(fer2013, "test", limit_per_class=5).images.astype(np.float32)[..., None] / 255.0
+    assert np.allclose(alone.predict(x, verbose=0), trunk.predict(x, verbose=0), atol=1e-6)
+    assert not np.allclose(alone.predict(x, verbose=0), pair.predict(x, verbose=0), atol=1e-3)
+    assert build("edgefer-factored").count_params() == build("edgefer-mirror-full").count_params()
+
+
 def test_the_cli_refuses_shares_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:
     from edgefer.train.cli import main
 

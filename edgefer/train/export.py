@@ -18,6 +18,7 @@ def to_tflite(model, out: str | Path, *, int8: bool = False, calibration: np.nda
 
     import tensorflow as tf
 
+    model = runtime_graph(model)
     with tempfile.TemporaryDirectory() as saved:
         # A SavedModel freezes the variables; a bare tf.function would leave resource
         # reads in the graph, which int8 calibration cannot execute.
@@ -31,6 +32,77 @@ def to_tflite(model, out: str | Path, *, int8: bool = False, calibration: np.nda
     tmp.write_bytes(data)
     tmp.replace(out)
     return out
+
+
+def runtime_graph(model):
+    """``model`` computing the same function in a form the TFLite runtime runs faster.
+
+    A depthwise conv with ``r`` kernels per channel (a factored conv's first half) becomes its
+    input tiled ``r`` times along the channels, then one kernel per channel; the 1x1 conv that
+    reads it takes its input rows in the tiled order. The two are the same sums, but XNNPACK
+    runs the second form in about half the time in int8 (a few multiply-accumulates per
+    channel leave the multiplier form dominated by its memory traffic). Nested models (a
+    mirrored network's trunk) are rewritten too; a model with no such conv comes back as is.
+    """
+    import keras
+
+    layers = keras.layers
+    tiled: dict[str, tuple[int, int]] = {}  # depthwise conv -> (input channels, kernels per channel)
+    rows: dict[str, tuple[int, int]] = {}  # 1x1 conv reading one -> the same
+    made: dict[int, str] = {}  # id of a tiled conv's output -> its name
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, layers.DepthwiseConv2D) and layer.depth_multiplier > 1:
+            tiled[layer.name] = (layer.kernel.shape[2], layer.depth_multiplier)
+            config["depth_multiplier"] = 1
+        return layer.__class__.from_config(config)
+
+    def call(layer, *args, **kwargs):
+        readers = [t for t in keras.tree.flatten((args, kwargs)) if id(t) in made]
+        if layer.name in tiled:
+            x = layers.Concatenate(name=f"{layer.name}_tiles")([args[0]] * tiled[layer.name][1])
+            out = layer(x, *args[1:], **kwargs)
+            made[id(out)] = layer.name
+            return out
+        if readers:
+            source = made[id(readers[0])]
+            if not (isinstance(layer, layers.Conv2D) and layer.kernel_size == (1, 1) and layer.groups == 1):
+                raise ValueError(
+                    f"layer {layer.name} reads {source}, which has several kernels per channel; "
+                    "only a 1x1 conv can take its channels in another order"
+                )
+            rows[layer.name] = tiled[source]
+        return layer(*args, **kwargs)
+
+    if not any(isinstance(la, layers.DepthwiseConv2D) and la.depth_multiplier > 1 for la in _every_layer(model)):
+        return model
+    new = keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
+    theirs = {layer.name: layer for layer in _every_layer(model)}
+    for layer in _every_layer(new):
+        if not layer.weights or layer.name not in theirs:
+            continue
+        w = theirs[layer.name].get_weights()
+        if layer.name in tiled:  # kernel (h, w, c, m) -> (h, w, m * c), bias from c * r + m to m * c + c
+            cin, r = tiled[layer.name]
+            kh, kw = w[0].shape[:2]
+            w = [
+                np.transpose(w[0], (0, 1, 3, 2)).reshape(kh, kw, r * cin, 1),
+                *(b.reshape(cin, r).T.ravel() for b in w[1:]),
+            ]
+        elif layer.name in rows:
+            cin, r = rows[layer.name]
+            kernel = w[0][0, 0]
+            w = [kernel.reshape(cin, r, -1).transpose(1, 0, 2).reshape(cin * r, -1)[None, None], *w[1:]]
+        layer.set_weights(w)
+    return new
+
+
+def _every_layer(model) -> list:
+    import keras
+
+    nested = (_every_layer(la) if isinstance(la, keras.Model) else [la] for la in model.layers)
+    return [inner for group in nested for inner in group]
 
 
 def _convert(conv, int8: bool, calibration: np.ndarray | None) -> bytes:
