@@ -618,11 +618,8 @@ def grow_from(src, dst, source: str = "the source model") -> list[str]:
     """
     if _unwraps(src, dst):
         src = src.get_layer("trunk")
-    if _narrows(src, dst) and _factored(dst):
-        factor_into(src, dst.get_layer("trunk"), source)
-        return []
     if _narrows(src, dst):
-        narrow_into(src, dst.get_layer("trunk"), source)
+        (factor_into if _factored(dst) else narrow_into)(src, dst.get_layer("trunk"), source)
         return []
     theirs = {layer.name: layer for layer in src.layers if layer.weights}
     ours = {layer.name: layer for layer in dst.layers if layer.weights}
