@@ -112,3 +112,46 @@ def test_quantisation_aware_fine_tuning_ships_a_plain_network(few_faces: Path, t
     # 16 validation faces after one hot epoch: two flips are 0.875; a wrong scale or zero point
     # puts agreement near chance (0.25-0.5).
     assert int8["n"] == report["validation"]["n"] and int8["argmax_agreement_with_keras"] >= 0.75
+
+
+def test_a_mirrored_network_is_rounded_in_its_trunk_on_both_views(
+    few_faces: Path, fer2013: Path, tmp_path: Path
+) -> None:
+    """The shipped network runs the face and its mirror image as one batch, so its int8 file has
+    one grid for both: the simulation calibrates the trunk on both, and fine-tuning with it
+    ships the plain mirrored network again."""
+    import keras
+
+    import edgefer.train.models  # noqa: F401  (registers the mirrored layers the file holds)
+    from edgefer.classifier import Classifier
+    from edgefer.train import quant
+    from edgefer.train.trainer import Recipe, train
+
+    shipped = MODEL.with_name("edgefer.keras")
+    model = keras.models.load_model(shipped, compile=False)
+    faces = load_fer2013(fer2013, "test", limit_per_class=10).images
+    qat = quant.fake_quantized(model, faces)
+    trunk = qat.get_layer("trunk")
+    points = quant.quant_points(model.get_layer("trunk"))
+    assert "fb1_dwf" in points  # a factored conv's first half is stored before its 1x1 half reads it
+    both = quant.activation_ranges(model.get_layer("trunk"), points, np.concatenate([faces, faces[:, :, ::-1]]))
+    alone = quant.activation_ranges(model.get_layer("trunk"), points, faces)
+    assert both != alone
+    assert all((trunk.get_layer(n).low, trunk.get_layer(n).high) == pytest.approx(both[n]) for n in points)
+    x = faces.astype(np.float32)[..., None] / 255.0
+    got, ref = qat.predict(x, verbose=0), model.predict(x, verbose=0)
+    assert np.allclose(got, qat.predict(x[:, :, ::-1], verbose=0), atol=1e-6)  # still mirror-invariant
+    assert not np.allclose(got, ref) and (got.argmax(1) == ref.argmax(1)).mean() > 0.9
+
+    lines: list[str] = []
+    recipe = Recipe(arch="edgefer-mirror-full", epochs=1, batch_size=32, lr=1e-3, init_from=str(shipped),
+                    quant_aware=True, patience=5)  # fmt: skip
+    report = train(recipe, str(few_faces), tmp_path / "run", log=lines.append)
+    assert any(line.endswith("in the trunk both views run through") for line in lines)
+    tuned = keras.models.load_model(tmp_path / "run" / "best.keras", compile=False)
+    start, after = model.get_layer("trunk"), tuned.get_layer("trunk")
+    assert [type(la).__name__ for la in after.layers] == [type(la).__name__ for la in start.layers]
+    assert not np.allclose(start.get_layer("fb2_pwf").get_weights()[0], after.get_layer("fb2_pwf").get_weights()[0])
+    for a, b in zip(start.get_layer("fb2_bn").get_weights(), after.get_layer("fb2_bn").get_weights(), strict=True):
+        assert np.array_equal(a, b)
+    assert Classifier(report["files"]["int8"]["path"]).mirror_invariant

@@ -539,10 +539,6 @@ def test_the_cli_refuses_shares_it_cannot_use(capsys: pytest.CaptureFixture[str]
     assert "a federation picks its round on validation" in capsys.readouterr().err
     assert main(["--transfer-faces", "--federated"]) == 2
     assert "--transfer-faces: federated clients train on their own labelled faces only" in capsys.readouterr().err
-    assert main(["--arch", "edgefer-mirror", "--quant-aware", "--init-from", "m.keras"]) == 2
-    assert "--quant-aware rounds the layers of a plain network" in capsys.readouterr().err
-    assert main(["--arch", "edgefer-mirror-full", "--quant-aware", "--init-from", "m.keras"]) == 2
-    assert "edgefer-mirror-full nests one" in capsys.readouterr().err
 
 
 def test_scoring_teachers_measures_each_alone_together_and_where_the_other_fails(few_faces: Path, capsys) -> None:

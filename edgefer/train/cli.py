@@ -196,9 +196,6 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= recipe.erase <= 1:
         print(f"--erase {recipe.erase}: a share of the training faces, from 0 to 1", file=sys.stderr)
         return 2
-    if recipe.quant_aware and recipe.arch.startswith("edgefer-mirror"):
-        print(f"--quant-aware rounds the layers of a plain network; {recipe.arch} nests one", file=sys.stderr)
-        return 2
     if recipe.val_fraction == 0 and (args.federated or args.flower_app):
         print("--val-fraction 0: a federation picks its round on validation; keep a validation part", file=sys.stderr)
         return 2

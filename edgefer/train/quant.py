@@ -166,8 +166,16 @@ def fake_quantized(model: keras.Model, faces: np.ndarray) -> keras.Model:
     rounding of every kernel and after each :func:`quant_points` layer, the activation
     ranges calibrated on ``faces`` (the calibration faces of the export, for the same grid).
 
-    Batch norm is frozen first (inference statistics, no updates), in ``model`` too.
+    Batch norm is frozen first (inference statistics, no updates), in ``model`` too. A
+    mirrored network (edgefer-mirror*) is rounded in its trunk, whose ranges are those of the
+    faces and their mirror images together: the int8 file runs both views as one batch, so
+    calibration gives them one grid.
     """
+    if "trunk" in {layer.name for layer in model.layers}:
+        from edgefer.train.models import mirrored
+
+        both = np.concatenate([faces, faces[:, :, ::-1]])
+        return mirrored(fake_quantized(model.get_layer("trunk"), both), model.name)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
@@ -183,6 +191,8 @@ def fake_quantized(model: keras.Model, faces: np.ndarray) -> keras.Model:
 
 def describe(model: keras.Model) -> str:
     """What a :func:`fake_quantized` model rounds, for the training log."""
+    if "trunk" in {layer.name for layer in model.layers}:
+        return describe(model.get_layer("trunk")) + ", in the trunk both views run through"
     wrapped = [layer for layer in model.layers if isinstance(layer, FakeQuant)]
     kernels = sum(isinstance(layer.layer, _WEIGHTED) for layer in wrapped)
     tensors = sum(layer.low is not None for layer in wrapped)
