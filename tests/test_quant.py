@@ -148,6 +148,7 @@ def test_a_mirrored_network_is_rounded_in_its_trunk_on_both_views(
                     quant_aware=True, patience=5)  # fmt: skip
     report = train(recipe, str(few_faces), tmp_path / "run", log=lines.append)
     assert any(line.endswith("in the trunk both views run through") for line in lines)
+    assert "edgefer-mirror-full: 320,388 parameters, 99.1 MFLOPs" in lines  # what the wrapped layers cost
     tuned = keras.models.load_model(tmp_path / "run" / "best.keras", compile=False)
     start, after = model.get_layer("trunk"), tuned.get_layer("trunk")
     assert [type(la).__name__ for la in after.layers] == [type(la).__name__ for la in start.layers]

@@ -224,16 +224,18 @@ def count_flops(model: keras.Model) -> int:
     macs, views = 0.0, 1.0
     for layer in model.layers:  # in the order a face flows through them
         views *= getattr(layer, "views", 1)
+        # a layer wrapped to simulate int8 rounding (edgefer.train.quant) costs what it wraps
+        kind = inner if isinstance(inner := getattr(layer, "layer", None), layers.Layer) else layer
         if isinstance(layer, keras.Model):  # a shared trunk costs what it costs at each call
             macs += views * count_flops(layer) / 2 * len(layer._inbound_nodes)
-        elif isinstance(layer, layers.DepthwiseConv2D):
+        elif isinstance(kind, layers.DepthwiseConv2D):
             _, h, w, c = layer.output.shape
-            kh, kw = layer.kernel_size
+            kh, kw = kind.kernel_size
             macs += views * h * w * c * kh * kw
-        elif isinstance(layer, layers.Conv2D):
+        elif isinstance(kind, layers.Conv2D):
             _, h, w, c = layer.output.shape
-            kh, kw = layer.kernel_size
+            kh, kw = kind.kernel_size
             macs += views * h * w * c * kh * kw * layer.input.shape[-1]
-        elif isinstance(layer, layers.Dense):
-            macs += views * layer.input.shape[-1] * layer.units
+        elif isinstance(kind, layers.Dense):
+            macs += views * layer.input.shape[-1] * kind.units
     return round(2 * macs)
