@@ -50,7 +50,15 @@ else
     echo "mediapipe not importable with $py: detector comparison skipped" >&2
 fi
 
-# 6. The fer peer, classifier and pipeline, from its own environment.
+# 6. Where the edgefer int8 file's time goes: export forms and stages (needs the train extra).
+if "$py" -c "import tensorflow" 2>/dev/null; then
+    echo "+ python -m benchmarks.forms" >&2
+    nice -n "$nice_level" "$py" -m benchmarks.forms --data-dir "$data" --out "$out/forms"
+else
+    echo "tensorflow not importable with $py: export forms skipped" >&2
+fi
+
+# 7. The fer peer, classifier and pipeline, from its own environment.
 if [[ -n "${PEER_PYTHON:-}" ]]; then
     py=$PEER_PYTHON
     bench --dataset fer2013 --data-dir "$data" --threads 1 --peer fer \

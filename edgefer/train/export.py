@@ -12,13 +12,18 @@ from pathlib import Path
 import numpy as np
 
 
-def to_tflite(model, out: str | Path, *, int8: bool = False, calibration: np.ndarray | None = None) -> Path:
-    """Write ``model`` as TFLite; ``calibration`` are uint8 48x48 train faces for int8."""
+def to_tflite(
+    model, out: str | Path, *, int8: bool = False, calibration: np.ndarray | None = None, rewrite: bool = True
+) -> Path:
+    """Write ``model`` as TFLite; ``calibration`` are uint8 48x48 train faces for int8.
+    ``rewrite=False`` keeps the graph as trained instead of :func:`runtime_graph`'s form (to
+    measure what that form buys)."""
     import tempfile
 
     import tensorflow as tf
 
-    model = runtime_graph(model)
+    if rewrite:
+        model = runtime_graph(model)
     with tempfile.TemporaryDirectory() as saved:
         # A SavedModel freezes the variables; a bare tf.function would leave resource
         # reads in the graph, which int8 calibration cannot execute.
