@@ -43,5 +43,5 @@ def test_forms_answer_alike_and_profile_each_stage(fer2013: Path, tmp_path: Path
     assert [r["n"] for r in results.values()] == [2, 2] and lines[-1] == "forms: round 2/2"
     table = forms.markdown(results, next(iter(two)))
     assert table.count("\n") == 4 and "| 1.00 |" in table
-    forms.plot(results, tmp_path / "forms.png")
+    forms.plot(results, tmp_path / "forms.png", next(iter(two)))
     assert (tmp_path / "forms.png").read_bytes()[:4] == b"\x89PNG"
