@@ -51,6 +51,8 @@ def runtime_graph(model):
     """
     import keras
 
+    from edgefer.train.models import every_layer
+
     layers = keras.layers
     tiled: dict[str, tuple[int, int]] = {}  # depthwise conv -> (input channels, kernels per channel)
     rows: dict[str, tuple[int, int]] = {}  # 1x1 conv reading one -> the same
@@ -65,26 +67,26 @@ def runtime_graph(model):
 
     def call(layer, *args, **kwargs):
         readers = [t for t in keras.tree.flatten((args, kwargs)) if id(t) in made]
-        if layer.name in tiled:
-            x = layers.Concatenate(name=f"{layer.name}_tiles")([args[0]] * tiled[layer.name][1])
-            out = layer(x, *args[1:], **kwargs)
-            made[id(out)] = layer.name
-            return out
         if readers:
             source = made[id(readers[0])]
-            if not (isinstance(layer, layers.Conv2D) and layer.kernel_size == (1, 1) and layer.groups == 1):
+            if not (type(layer) is layers.Conv2D and layer.kernel_size == (1, 1) and layer.groups == 1):
                 raise ValueError(
                     f"layer {layer.name} reads {source}, which has several kernels per channel; "
                     "only a 1x1 conv can take its channels in another order"
                 )
             rows[layer.name] = tiled[source]
+        if layer.name in tiled:
+            x = layers.Concatenate(name=f"{layer.name}_tiles")([args[0]] * tiled[layer.name][1])
+            out = layer(x, *args[1:], **kwargs)
+            made[id(out)] = layer.name
+            return out
         return layer(*args, **kwargs)
 
-    if not any(isinstance(la, layers.DepthwiseConv2D) and la.depth_multiplier > 1 for la in _every_layer(model)):
+    if not any(isinstance(la, layers.DepthwiseConv2D) and la.depth_multiplier > 1 for la in every_layer(model)):
         return model
     new = keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
-    theirs = {layer.name: layer for layer in _every_layer(model)}
-    for layer in _every_layer(new):
+    theirs = {layer.name: layer for layer in every_layer(model)}
+    for layer in every_layer(new):
         if not layer.weights or layer.name not in theirs:
             continue
         w = theirs[layer.name].get_weights()
@@ -101,13 +103,6 @@ def runtime_graph(model):
             w = [kernel.reshape(cin, r, -1).transpose(1, 0, 2).reshape(cin * r, -1)[None, None], *w[1:]]
         layer.set_weights(w)
     return new
-
-
-def _every_layer(model) -> list:
-    import keras
-
-    nested = (_every_layer(la) if isinstance(la, keras.Model) else [la] for la in model.layers)
-    return [inner for group in nested for inner in group]
 
 
 def _convert(conv, int8: bool, calibration: np.ndarray | None) -> bytes:

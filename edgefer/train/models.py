@@ -219,6 +219,12 @@ def build(name: str) -> keras.Model:
     raise ValueError(f"unknown architecture {name!r} (known: {', '.join(ARCHITECTURES)})")
 
 
+def every_layer(model: keras.Model) -> list:
+    """Every layer of ``model``, those of a nested trunk included."""
+    nested = (every_layer(layer) if isinstance(layer, keras.Model) else [layer] for layer in model.layers)
+    return [inner for group in nested for inner in group]
+
+
 def count_flops(model: keras.Model) -> int:
     """Inference FLOPs (2 x multiply-accumulates) of conv and dense layers per input face."""
     macs, views = 0.0, 1.0

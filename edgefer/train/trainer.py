@@ -561,7 +561,9 @@ def _unwraps(src, dst) -> bool:
 
 def _factored(dst) -> bool:
     """Whether ``dst`` nests a trunk whose stage-opening convs are factored (``_dwf``, ``_pwf``)."""
-    return any(layer.name.endswith("_dwf") for layer in _layers(dst))
+    from edgefer.train.models import every_layer
+
+    return any(layer.name.endswith("_dwf") for layer in every_layer(dst))
 
 
 def factor_into(src, dst, source: str = "the source model") -> None:
@@ -716,14 +718,6 @@ def narrow_into(src, dst, source: str = "the source model") -> None:
         layer.set_weights(w)
 
 
-def _layers(model) -> list:
-    """Every layer of ``model``, those of a nested trunk included."""
-    import keras
-
-    nested = (_layers(layer) if isinstance(layer, keras.Model) else [layer] for layer in model.layers)
-    return [inner for group in nested for inner in group]
-
-
 def recalibrate_bn(
     model, images: np.ndarray, batches: int = 120, batch: int = 128, seed: int = 0, augment: Recipe | None = None
 ) -> None:
@@ -737,7 +731,9 @@ def recalibrate_bn(
     """
     import keras
 
-    bns = [layer for layer in _layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    from edgefer.train.models import every_layer
+
+    bns = [layer for layer in every_layer(model) if isinstance(layer, keras.layers.BatchNormalization)]
     if not bns:
         return
     x = images.astype(np.float32)[..., None] / 255.0
