@@ -16,14 +16,19 @@ pytestmark = pytest.mark.train
 
 
 def test_forms_answer_alike_and_profile_each_stage(fer2013: Path, tmp_path: Path) -> None:
+    import keras
     from ai_edge_litert.interpreter import Interpreter
 
     from benchmarks import forms
     from edgefer.train.models import edgefer_cnn, mirrored
+    from edgefer.train.trainer import recalibrate_bn
 
+    keras.utils.set_random_seed(3)
     net = mirrored(edgefer_cnn(width=8, blocks=(1, 1, 1), rank=3, name="trunk"), "edgefer-mirror-full")
+    # batch norms that normalise real faces and a sharper head: answers that differ between faces
+    recalibrate_bn(net, load_fer2013(fer2013, "train", limit_per_class=30).images, batches=4, batch=64)
     head = net.get_layer("trunk").get_layer("emotion")
-    head.set_weights([head.get_weights()[0] * 30, head.get_weights()[1]])  # answers far from uniform
+    head.set_weights([head.get_weights()[0] * 10, head.get_weights()[1]])
     net.save(tmp_path / "m.keras")
     lines: list[str] = []
     paths = forms.files(tmp_path / "m.keras", str(fer2013), tmp_path, log=lines.append)
@@ -32,7 +37,7 @@ def test_forms_answer_alike_and_profile_each_stage(fer2013: Path, tmp_path: Path
     faces = load_fer2013(fer2013, "test", limit_per_class=20).images
     shipped = Classifier(paths["both views, tiled (the shipped form)"]).predict(faces)
     trained = Classifier(paths["both views, as trained (3 kernels per channel)"]).predict(faces)
-    assert shipped.std(0).max() > 2e-3 and np.abs(shipped - trained).max() < 0.02
+    assert shipped.std(0).max() > 0.05 and np.abs(shipped - trained).max() < 0.02
 
     for label, (side, channels) in zip(forms.STAGE_ENDS, ((24, 8), (12, 16), (6, 32)), strict=True):
         interpreter = Interpreter(str(paths[f"one view, tiled, up to the end of {label}"]))

@@ -475,14 +475,18 @@ def test_factored_convs_run_tiled_in_the_exported_files(fer2013: Path, tmp_path:
 
     from edgefer.train.export import runtime_graph, to_tflite
     from edgefer.train.models import edgefer_cnn, mirrored
+    from edgefer.train.trainer import recalibrate_bn
 
+    keras.utils.set_random_seed(4)
     net = mirrored(edgefer_cnn(width=8, blocks=(1, 1, 1), rank=3, name="trunk"), "edgefer-mirror-full")
+    # batch norms that normalise real faces and a sharper head: answers that differ between faces
+    recalibrate_bn(net, load_fer2013(fer2013, "train", limit_per_class=30).images, batches=4, batch=64)
     head = net.get_layer("trunk").get_layer("emotion")
-    head.set_weights([head.get_weights()[0] * 30, head.get_weights()[1]])  # answers far from uniform
+    head.set_weights([head.get_weights()[0] * 10, head.get_weights()[1]])
     faces = load_fer2013(fer2013, "test", limit_per_class=10).images
     x = faces.astype(np.float32)[..., None] / 255.0
     want = net.predict(x, verbose=0)
-    assert want.std(0).max() > 2e-3  # 20x the tolerance below
+    assert want.std(0).max() > 0.05  # 500x the tolerance below
 
     fast = runtime_graph(net)
     kinds = [layer for layer in fast.get_layer("trunk").layers if isinstance(layer, keras.layers.DepthwiseConv2D)]
