@@ -407,10 +407,10 @@ def one_view(model: Any) -> Any:
     face and its mirror image and averages the two answers, so its block layers hold two maps
     per face, one of them mirrored. The trunk on the face as given is one of the two views the
     network averages, and its maps sit on the face's own pixels; a plain network is its own view."""
-    import keras
+    from edgefer.train.models import trunk_of
 
-    inner = {layer.name: layer for layer in model.layers if isinstance(layer, keras.Model)}
-    return inner.get("trunk", model)
+    trunk = trunk_of(model)
+    return model if trunk is None else trunk
 
 
 def resolve_layer(model: Any, block: str) -> str:

@@ -219,6 +219,12 @@ def build(name: str) -> keras.Model:
     raise ValueError(f"unknown architecture {name!r} (known: {', '.join(ARCHITECTURES)})")
 
 
+def trunk_of(model: keras.Model) -> keras.Model | None:
+    """The trunk a mirrored network (:func:`mirrored`) runs on both views, or None for a plain one."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name == "trunk"]
+    return nested[0] if nested else None
+
+
 def every_layer(model: keras.Model) -> list:
     """Every layer of ``model``, those of a nested trunk included."""
     nested = (every_layer(layer) if isinstance(layer, keras.Model) else [layer] for layer in model.layers)

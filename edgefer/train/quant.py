@@ -171,11 +171,11 @@ def fake_quantized(model: keras.Model, faces: np.ndarray) -> keras.Model:
     faces and their mirror images together: the int8 file runs both views as one batch, so
     calibration gives them one grid.
     """
-    if "trunk" in {layer.name for layer in model.layers}:
-        from edgefer.train.models import mirrored
+    from edgefer.train.models import mirrored, trunk_of
 
+    if (trunk := trunk_of(model)) is not None:
         both = np.concatenate([faces, faces[:, :, ::-1]])
-        return mirrored(fake_quantized(model.get_layer("trunk"), both), model.name)
+        return mirrored(fake_quantized(trunk, both), model.name)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
@@ -191,8 +191,10 @@ def fake_quantized(model: keras.Model, faces: np.ndarray) -> keras.Model:
 
 def describe(model: keras.Model) -> str:
     """What a :func:`fake_quantized` model rounds, for the training log."""
-    if "trunk" in {layer.name for layer in model.layers}:
-        return describe(model.get_layer("trunk")) + ", in the trunk both views run through"
+    from edgefer.train.models import trunk_of
+
+    if (trunk := trunk_of(model)) is not None:
+        return describe(trunk) + ", in the trunk both views run through"
     wrapped = [layer for layer in model.layers if isinstance(layer, FakeQuant)]
     kernels = sum(isinstance(layer.layer, _WEIGHTED) for layer in wrapped)
     tensors = sum(layer.low is not None for layer in wrapped)

@@ -550,13 +550,17 @@ def start_from(model, recipe: Recipe, log=print) -> None:
 def _narrows(src, dst) -> bool:
     """Whether starting ``dst`` from ``src`` puts a plain network into ``dst``'s trunk, narrowed
     (edgefer-mirror) or with its stage openers factored (edgefer-mirror-full, :func:`_factored`)."""
-    return "trunk" in {layer.name for layer in dst.layers} - {layer.name for layer in src.layers}
+    from edgefer.train.models import trunk_of
+
+    return trunk_of(dst) is not None and trunk_of(src) is None
 
 
 def _unwraps(src, dst) -> bool:
     """Whether ``src`` nests the trunk that ``dst`` is alone: a mirrored network starting a
     single-view one, which then learns to answer in one pass what the two views averaged."""
-    return "trunk" in {layer.name for layer in src.layers} - {layer.name for layer in dst.layers}
+    from edgefer.train.models import trunk_of
+
+    return trunk_of(src) is not None and trunk_of(dst) is None
 
 
 def _factored(dst) -> bool:
