@@ -1,5 +1,6 @@
-"""Where the shipped edgefer int8 file spends its time: the same network exported in each form,
-and its trunk stage by stage. Needs the train extra (it converts Keras models).
+"""Where the edgefer int8 file spends its time: the mirrored network exported in each form (both
+views in one file; one view, the trunk, which ships and which the runtime mirrors when unsure),
+and the trunk stage by stage. Needs the train extra (it converts Keras models).
 
     python -m benchmarks.forms --data-dir DIR --out benchmarks/results/forms
 
@@ -42,9 +43,9 @@ def files(keras_path: Path, data_dir: str | None, workdir: Path, log=print) -> d
         label: keras.Model(trunk.inputs, trunk.get_layer(end).output, name=end) for label, end in STAGE_ENDS.items()
     }
     jobs = {
-        "both views, tiled (the shipped form)": (model, calibration, True),
+        "both views in one file, tiled": (model, calibration, True),
         "both views, as trained (3 kernels per channel)": (model, calibration, False),
-        "one view, tiled (the trunk alone)": (trunk, both, True),
+        "one view, tiled (the shipped file)": (trunk, both, True),
         "one view, as trained": (trunk, both, False),
         **{f"one view, tiled, up to the end of {label}": (sub, both, True) for label, sub in stages.items()},
     }

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -204,18 +204,23 @@ class ModelSpec:
     path: Path
     labels_path: Path | None = None
     display: str | None = None
+    #: mirror the faces whose top-two margin is below this, as the daemon does (None: never)
+    flip_margin: float | None = None
 
     @property
     def name(self) -> str:
-        if self.display:
-            return self.display
-        return f"fer {_version('fer')} (peer)" if self.kind == "fer" else self.path.stem
+        if self.kind == "fer":
+            return self.display or f"fer {_version('fer')} (peer)"
+        name = self.display or self.path.stem
+        return name if self.flip_margin is None else f"{name} +mirror<{self.flip_margin:g}"
 
     def build(self, threads: int) -> Any:
         if self.kind == "fer":
             return FerPeer(self.path, threads=threads)
         labels = read_labels(self.labels_path) if self.labels_path and self.labels_path.exists() else LABELS
-        return Classifier(self.path, labels, threads=threads)
+        if self.flip_margin is None:
+            return Classifier(self.path, labels, threads=threads)
+        return Classifier(self.path, labels, threads=threads, flip_average=True, flip_margin=self.flip_margin)
 
 
 def _version(dist: str) -> str | None:
@@ -236,17 +241,20 @@ def shipped_models() -> list[Path]:
     return []
 
 
-def model_specs(paths: Sequence[str] | None) -> list[ModelSpec]:
+def model_specs(paths: Sequence[str] | None, flip_margin: float | None = None) -> list[ModelSpec]:
+    """A spec per file; with ``flip_margin``, each file a second time, mirrored as the daemon
+    mirrors (a file is then measured both alone, as papers measure, and as it is used)."""
     files = [Path(p) for p in paths] if paths else shipped_models()
     if not files:
         raise ModelError("no models given and no shipped .tflite found (pass --model)")
     stems = [f.stem for f in files]
-    return [
+    specs = [
         ModelSpec(
             "edgefer", f, f.parent / "labels.txt", None if stems.count(f.stem) == 1 else f"{f.parent.name}/{f.stem}"
         )
         for f in files
     ]
+    return specs if flip_margin is None else [*specs, *(replace(s, flip_margin=flip_margin) for s in specs)]
 
 
 # -- small statistics ------------------------------------------------------------------------
@@ -317,7 +325,9 @@ def _peak_rss_mb() -> float:
     return peak / MIB if sys.platform == "darwin" else peak / 1024
 
 
-def memory_probe(kind: str, path: str, labels_path: str | None, threads: int, n: int = 200) -> dict[str, float]:
+def memory_probe(
+    kind: str, path: str, labels_path: str | None, threads: int, n: int = 200, flip_margin: float | None = None
+) -> dict[str, float]:
     """Run in a fresh interpreter: RSS before and after the model, and the process's peak.
 
     OpenCV is imported first because the daemon always has it loaded (detection), so the
@@ -331,7 +341,7 @@ def memory_probe(kind: str, path: str, labels_path: str | None, threads: int, n:
     rss_start = _rss_mb()
     load_interpreter_class()
     rss_runtime = _rss_mb()
-    spec = ModelSpec(kind, Path(path), Path(labels_path) if labels_path else None)
+    spec = ModelSpec(kind, Path(path), Path(labels_path) if labels_path else None, flip_margin=flip_margin)
     model = spec.build(threads)
     rss_model = _rss_mb()
     faces = np.random.default_rng(0).integers(0, 256, (n, 48, 48), dtype=np.uint8)
@@ -358,7 +368,8 @@ def probe_memory(spec: ModelSpec, threads: int, timeout: float = 300.0) -> dict[
         "from edgefer.bench import memory_probe\n"
         "print(json.dumps(memory_probe(*json.loads(sys.argv[1]))))\n"
     )
-    args = [spec.kind, str(spec.path), str(spec.labels_path) if spec.labels_path else None, threads]
+    args = [spec.kind, str(spec.path), str(spec.labels_path) if spec.labels_path else None, threads, 200]
+    args.append(spec.flip_margin)
     env = dict(os.environ)
     pkg_parent = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -649,7 +660,7 @@ def run_dataset(args: argparse.Namespace) -> int:
     threads_main: int = args.threads
     sweep: list[int] = args.thread_sweep or []
     try:
-        specs = model_specs(args.model)
+        specs = model_specs(args.model, args.flip_margin)
     except ModelError as exc:
         print(f"edgefer-bench: {exc}", file=sys.stderr)
         return 1
@@ -1168,12 +1179,13 @@ def run_pipeline(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        specs = [ModelSpec("edgefer", Path(p), Path(p).parent / "labels.txt") for p in args.model or []]
+        m = args.flip_margin
+        specs = [ModelSpec("edgefer", Path(p), Path(p).parent / "labels.txt", flip_margin=m) for p in args.model or []]
         if not specs:
             from edgefer.service import resolve_model
 
             model, labels = resolve_model(ClassifierConfig().model)
-            specs = [ModelSpec("edgefer", model, labels)]
+            specs = [ModelSpec("edgefer", model, labels, flip_margin=m)]
         _log(args.quiet, f"loading frames from {args.source}")
         fs = load_frames(args)
     except (ModelError, DatasetError, SourceError, OSError, ValueError) as exc:
@@ -1499,6 +1511,13 @@ def parser() -> argparse.ArgumentParser:
         help="a .tflite file; repeat for several (default: every shipped one; in pipeline mode the daemon's model)",
     )
     p.add_argument("--peer", action="append", choices=("fer",), help="also measure a peer package where installed")
+    p.add_argument(
+        "--flip-margin",
+        type=float,
+        metavar="M",
+        help="also run each edgefer file mirroring the faces whose top-two margin is below M, as the daemon "
+        f"does (its default: {clf.flip_margin:g}; 1 mirrors every face); in pipeline mode, run it so only",
+    )
     p.add_argument("--threads", type=int, default=clf.threads, help=f"interpreter threads (default {clf.threads})")
     p.add_argument(
         "--thread-sweep",

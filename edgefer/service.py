@@ -60,7 +60,8 @@ def build_classifier(cfg: Config) -> Classifier:
     if cfg.classifier.labels and not labels_file.exists():
         raise ModelError(f"{labels_file}: labels file not found (classifier.labels)")
     labels = read_labels(labels_file) if labels_file.exists() else LABELS
-    return Classifier(model, labels, threads=cfg.classifier.threads, flip_average=cfg.classifier.flip_average)
+    c = cfg.classifier
+    return Classifier(model, labels, threads=c.threads, flip_average=c.flip_average, flip_margin=c.flip_margin)
 
 
 class Ewma:
@@ -308,7 +309,7 @@ class Service:
             "detector": self.faces.detector.name,
             "runtime": self.classifier.runtime,
             "model": self.classifier.path.name,
-            "inferences_per_face": self.classifier.passes,
+            "inferences_per_face": round(self.classifier.inferences_per_face, 3),
             "queue_depth": self.store.depth(),
             "dropped_summaries": self.store.dropped,
             "store_fault": self.store.fault,

@@ -102,6 +102,33 @@ def test_flip_average_is_the_mean_of_face_and_mirror(sample) -> None:
     assert np.allclose(flip.predict(faces), expected, atol=1e-5)
 
 
+def test_flip_margin_mirrors_only_the_faces_the_model_is_unsure_of(sample) -> None:
+    """Between no mirror and every face's mirror: a face whose two likeliest emotions lie at
+    least ``flip_margin`` apart keeps its one-view answer; the others get the mean of both
+    views, exactly as full flip averaging gives it. The status counts what was mirrored."""
+    faces = sample.images
+    path = MODELS / "edgefer-int8.tflite"
+    one = Classifier(path).predict(faces)
+    both = Classifier(path, flip_average=True).predict(faces)
+    margin = np.sort(one, 1)[:, -1] - np.sort(one, 1)[:, -2]
+    t = float(np.median(margin))  # half the faces are unsure, whatever the model
+    clf = Classifier(path, flip_average=True, flip_margin=t)
+    assert clf.passes == 2 and clf.inferences_per_face == 2  # before any face: at most two
+    got = clf.predict(faces)
+    unsure = margin < t
+    assert 0 < unsure.sum() < len(faces)
+    assert np.allclose(got[unsure], both[unsure], atol=1e-6)
+    assert np.array_equal(got[~unsure], one[~unsure])
+    assert clf.faces_seen == len(faces) and clf.faces_mirrored == unsure.sum()
+    assert clf.inferences_per_face == pytest.approx(1 + unsure.mean())
+    assert clf.describe()["flip_margin"] == t
+    # the ends: 0 mirrors no face, 1 every face
+    assert np.array_equal(Classifier(path, flip_average=True, flip_margin=0).predict(faces), one)
+    assert np.allclose(Classifier(path, flip_average=True, flip_margin=1).predict(faces), both, atol=1e-6)
+    with pytest.raises(ValueError, match="flip_margin must lie in"):
+        Classifier(path, flip_average=True, flip_margin=-0.1)
+
+
 def test_a_mirror_invariant_model_is_not_mirrored_twice(sample, tmp_path: Path) -> None:
     """flip_average asks for the mean of a face and its mirror image; a network that computes
     that mean inside (edgefer-mirror) is recognised from its answers, so the daemon's default

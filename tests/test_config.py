@@ -31,6 +31,7 @@ def test_defaults_validate_and_fill_derived_values(monkeypatch: pytest.MonkeyPat
         ("[source]\nfps = 'fast'\n", "f.toml:2: source.fps: expected a number"),
         ("[source]\nkind = 'webcam'\n", "f.toml:2: source.kind: kind must be one of"),
         ("[mqtt]\nport = 70000\n", "f.toml:2: mqtt.port: port must lie in 1..65535"),
+        ("[classifier]\nflip_margin = 1.5\n", "f.toml:2: classifier.flip_margin: flip_margin must lie in [0, 1]"),
         ("[mqtt]\nport = true\n", "f.toml:2: mqtt.port: expected an integer"),
         ("[mood]\nwindows = ['1m', 'soon']\n", "f.toml:2: mood.windows: expected a duration"),
         ("[mood]\nwindows = ['1m', '60s']\n", "f.toml:2: mood.windows: windows must be distinct"),

@@ -187,8 +187,9 @@ def test_sighup_reload_good_bad_and_corrupt_model(broker: Broker, clip, tmp_path
         frames_then = st["frames"]
         d.wait_status(state, lambda s: s["frames"] > frames_then + 10)  # still running the old model
         assert st["model"] == "edgefer-int8.tflite"
-        # flip averaging is on by default; a mirror-invariant model is run once all the same
-        assert st["inferences_per_face"] == Classifier(MODELS / "edgefer-int8.tflite", flip_average=True).passes
+        # flip averaging is on by default, for the faces the model is unsure of: between one
+        # and two inferences per face
+        assert st["classified"] > 0 and 1 <= st["inferences_per_face"] <= 2
     finally:
         assert d.stop() == 0
     assert "reload refused" in d.logs()
