@@ -10,6 +10,8 @@
 #   SWEEP        thread counts of the sweep (default 1,2,3,4; a Pi 4 has four cores)
 #   FRAMES       frames per pipeline run (default 300, 20 s at 15 fps)
 #   NICE         niceness of every run (default 0; raise it on a shared machine)
+#   FLIP         the daemon's classifier.flip_margin, to time each model as the daemon runs it
+#                too (default 0.12, the daemon's default)
 set -euo pipefail
 
 data=${1:?usage: benchmarks/run_all.sh DATA_DIR [OUT_DIR]}
@@ -18,6 +20,7 @@ py=${PYTHON:-.venv/bin/python}
 sweep=${SWEEP:-1,2,3,4}
 frames=${FRAMES:-300}
 nice_level=${NICE:-0}
+flip=${FLIP:-0.12}
 mkdir -p "$out"
 
 bench() {
@@ -25,27 +28,28 @@ bench() {
     nice -n "$nice_level" "$py" -m edgefer.bench "$@"
 }
 
-# 1. Table 14: every shipped model, one thread, the whole four-class PublicTest split.
-bench --dataset fer2013 --data-dir "$data" --threads 1 \
+# 1. Table 14: every shipped model, one thread, the whole four-class PublicTest split; each file
+#    alone (as the paper measures) and mirrored when unsure (as the daemon runs it).
+bench --dataset fer2013 --data-dir "$data" --threads 1 --flip-margin "$flip" \
     --json "$out/table14.json" --markdown "$out/table14.md"
 
 # 2. Thread sweep of every shipped model.
-bench --dataset fer2013 --data-dir "$data" --threads 1 --thread-sweep "$sweep" --no-memory-probe \
+bench --dataset fer2013 --data-dir "$data" --threads 1 --thread-sweep "$sweep" --no-memory-probe --flip-margin "$flip" \
     --json "$out/threads.json" --out-dir "$out/threads" --markdown "$out/threads.md"
 
 # 3. The daemon's path with Haar: every frame at full resolution against the work-saving options.
-bench --mode pipeline --source fer2013 --data-dir "$data" --frames "$frames" --detector haar \
+bench --mode pipeline --source fer2013 --data-dir "$data" --frames "$frames" --detector haar --flip-margin "$flip" \
     --detect-every 1,3 --detect-scale 1,0.5 --fps 15 \
     --json "$out/pipeline-haar.json" --markdown "$out/pipeline-haar.md"
 
 # 4. The same on the embedded demo clip (one large face, no ground truth).
-bench --mode pipeline --source demo --frames "$frames" --detector haar --detect-every 1,3,6 --fps 15 \
+bench --mode pipeline --source demo --frames "$frames" --detector haar --detect-every 1,3,6 --fps 15 --flip-margin "$flip" \
     --json "$out/pipeline-demo.json" --markdown "$out/pipeline-demo.md"
 
 # 5. BlazeFace where the mediapipe extra is installed.
 if "$py" -c "import sys; from edgefer.faces import available_detectors; sys.exit('mediapipe' not in available_detectors())"; then
     bench --mode pipeline --source fer2013 --data-dir "$data" --frames "$frames" --detector haar,mediapipe \
-        --detect-every 1,3 --fps 15 --json "$out/pipeline-detectors.json" --markdown "$out/pipeline-detectors.md"
+        --detect-every 1,3 --fps 15 --flip-margin "$flip" --json "$out/pipeline-detectors.json" --markdown "$out/pipeline-detectors.md"
 else
     echo "mediapipe not importable with $py: detector comparison skipped" >&2
 fi
@@ -61,10 +65,10 @@ fi
 # 7. The fer peer, classifier and pipeline, from its own environment.
 if [[ -n "${PEER_PYTHON:-}" ]]; then
     py=$PEER_PYTHON
-    bench --dataset fer2013 --data-dir "$data" --threads 1 --peer fer \
+    bench --dataset fer2013 --data-dir "$data" --threads 1 --peer fer --flip-margin "$flip" \
         --json "$out/peer-fer.json" --out-dir "$out/peer-fer" --markdown "$out/peer-fer.md"
     bench --mode pipeline --source fer2013 --data-dir "$data" --frames "$frames" --detector haar \
-        --detect-every 1,3 --detect-scale 1,0.5 --fps 15 --peer fer \
+        --detect-every 1,3 --detect-scale 1,0.5 --fps 15 --peer fer --flip-margin "$flip" \
         --json "$out/pipeline-peer-fer.json" --markdown "$out/pipeline-peer-fer.md"
 else
     echo "PEER_PYTHON unset: fer peer runs skipped" >&2

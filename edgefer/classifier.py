@@ -138,6 +138,7 @@ class Classifier:
             if spec.dtype != np.float32 and spec.scale == 0:
                 raise ModelError(f"{self.path}: integer {name} without quantisation parameters")
         self._batch = self.input.shape[0]
+        self._table = self._convert(np.arange(256, dtype=np.uint8))  # each pixel value's input value
         self.size_bytes = len(data)
         #: a network that averages a face with its mirror image inside (edgefer-mirror) gives
         #: both the same answer; mirroring it again would double the cost and change nothing
@@ -193,13 +194,19 @@ class Classifier:
             self._out = self._interp.get_output_details()[0]
             self._batch = n
 
-    def prepare(self, faces: np.ndarray) -> np.ndarray:
-        """uint8 (N, 48, 48) faces as the model's input tensor."""
-        x = faces.astype(np.float32) / 255.0
+    def _convert(self, pixels: np.ndarray) -> np.ndarray:
+        """Pixel values as input values: scaled to [0, 1], then quantised for an integer input."""
+        x = pixels.astype(np.float32) / 255.0
         if self.quantized:
             info = np.iinfo(self.input.dtype)
             x = np.clip(np.round(x / self.input.scale + self.input.zero_point), info.min, info.max)
-        x = x.astype(self.input.dtype)
+        return x.astype(self.input.dtype)
+
+    def prepare(self, faces: np.ndarray) -> np.ndarray:
+        """uint8 (N, 48, 48) faces as the model's input tensor."""
+        # uint8 pixels: one table lookup each instead of five passes over the array, the same
+        # values at a fraction of the cost, which every call pays
+        x = self._table[faces] if faces.dtype == np.uint8 else self._convert(faces)
         return x.reshape((len(faces), *self.input.shape[1:]))
 
     def predict(self, faces: np.ndarray) -> np.ndarray:

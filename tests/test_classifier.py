@@ -51,6 +51,15 @@ def test_int8_input_is_quantized_with_the_models_parameters() -> None:
     assert hi == np.clip(round(1 / q.input.scale) + q.input.zero_point, -128, 127)
 
 
+@pytest.mark.parametrize("name", ["edgefer-int8.tflite", "edgefer-float32.tflite"])
+def test_uint8_faces_are_converted_by_table_as_any_other_pixels_are(name: str, sample) -> None:
+    """uint8 faces take a 256-entry table; other integer pixels the arithmetic it was built with."""
+    clf = Classifier(MODELS / name)
+    faces = sample.images[:8]
+    assert np.array_equal(clf.prepare(faces), clf.prepare(faces.astype(np.int64)))
+    assert clf.prepare(faces).dtype == clf.input.dtype
+
+
 @pytest.mark.parametrize(
     ("make", "problem"),
     [
