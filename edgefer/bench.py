@@ -368,8 +368,8 @@ def probe_memory(spec: ModelSpec, threads: int, timeout: float = 300.0) -> dict[
         "from edgefer.bench import memory_probe\n"
         "print(json.dumps(memory_probe(*json.loads(sys.argv[1]))))\n"
     )
-    args = [spec.kind, str(spec.path), str(spec.labels_path) if spec.labels_path else None, threads, 200]
-    args.append(spec.flip_margin)
+    labels = str(spec.labels_path) if spec.labels_path else None
+    args = [spec.kind, str(spec.path), labels, threads, 200, spec.flip_margin]
     env = dict(os.environ)
     pkg_parent = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

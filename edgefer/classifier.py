@@ -176,6 +176,13 @@ class Classifier:
         return 2 if self.flip_average and self.flip_margin > 0 and not self.mirror_invariant else 1
 
     @property
+    def mirroring(self) -> str:
+        """Which faces get their mirror image classified too, in words for the log."""
+        if self.passes == 1:
+            return "none (mirror-invariant model)" if self.flip_average and self.mirror_invariant else "none"
+        return "every face" if self.flip_margin >= 1 else f"faces whose top-two margin is under {self.flip_margin:g}"
+
+    @property
     def inferences_per_face(self) -> float:
         """Inferences per face so far (before any face: what one face would cost at most)."""
         if not self.faces_seen:

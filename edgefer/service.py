@@ -339,7 +339,7 @@ class Service:
         signal.signal(signal.SIGINT, self.request_stop)
         cfg = self.cfg
         log.info(
-            "edgefer %s: device %s, source %s, detector %s, model %s (%s, %d threads)",
+            "edgefer %s: device %s, source %s, detector %s, model %s (%s, %d threads, mirrored: %s)",
             __version__,
             cfg.device_id,
             cfg.source.kind,
@@ -347,6 +347,7 @@ class Service:
             self.classifier.path,
             self.classifier.runtime,
             self.classifier.threads,
+            self.classifier.mirroring,
         )
         self.output.start()
         self.feed.start()

@@ -130,7 +130,7 @@ def test_flip_margin_mirrors_only_the_faces_the_model_is_unsure_of(sample) -> No
     assert np.array_equal(got[~unsure], one[~unsure])
     assert clf.faces_seen == len(faces) and clf.faces_mirrored == unsure.sum()
     assert clf.inferences_per_face == pytest.approx(1 + unsure.mean())
-    assert clf.describe()["flip_margin"] == t
+    assert clf.describe()["flip_margin"] == t and clf.mirroring == f"faces whose top-two margin is under {t:g}"
     # the ends: 0 mirrors no face, 1 every face
     assert np.array_equal(Classifier(path, flip_average=True, flip_margin=0).predict(faces), one)
     assert np.allclose(Classifier(path, flip_average=True, flip_margin=1).predict(faces), both, atol=1e-6)
@@ -152,8 +152,9 @@ def test_a_mirror_invariant_model_is_not_mirrored_twice(sample, tmp_path: Path) 
     for path in (to_tflite(net, tmp_path / "m32.tflite"), int8):
         flip = Classifier(path, flip_average=True)
         assert flip.mirror_invariant and flip.passes == flip.describe()["passes"] == 1
+        assert flip.mirroring == "none (mirror-invariant model)"
         assert np.array_equal(flip.predict(faces), Classifier(path).predict(faces))
         assert np.allclose(flip.predict(faces[:, :, ::-1]), flip.predict(faces), atol=1e-6)
     plain = Classifier(MODELS / "paper-int8.tflite", flip_average=True)
-    assert not plain.mirror_invariant and plain.passes == 2
+    assert not plain.mirror_invariant and plain.passes == 2 and plain.mirroring == "every face"
     assert not np.array_equal(plain.predict(faces), Classifier(MODELS / "paper-int8.tflite").predict(faces))
