@@ -62,7 +62,11 @@ else
     echo "tensorflow not importable with $py: export forms skipped" >&2
 fi
 
-# 7. The fer peer, classifier and pipeline, from its own environment.
+# 7. What classifier.flip_margin trades: validation accuracy against time per face.
+echo "+ python -m benchmarks.margins" >&2
+nice -n "$nice_level" "$py" -m benchmarks.margins --data-dir "$data" --out "$out/margins"
+
+# 8. The fer peer, classifier and pipeline, from its own environment.
 if [[ -n "${PEER_PYTHON:-}" ]]; then
     py=$PEER_PYTHON
     bench --dataset fer2013 --data-dir "$data" --threads 1 --peer fer --flip-margin "$flip" \

@@ -1,0 +1,138 @@
+"""What ``classifier.flip_margin`` trades: accuracy against time per face, on the validation
+faces that the shipped margin was chosen on (never the test faces).
+
+    python -m benchmarks.margins --data-dir DIR --out benchmarks/results/margins
+
+At each margin the model runs as the daemon runs it: one inference per face, and a second for the
+mirror image of a face whose two likeliest emotions lie closer than the margin (0: never, 1: every
+face). Accuracy and the share of faces mirrored come from all the validation faces; the time per
+face from the runtime's whole call (batch 1, one thread) on a sample of them, every margin and the
+reference file timed in the same rounds, so their ratios hold on a machine doing other work.
+Writes margins.json, margins.md and margins.png into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MARGINS = (0.0, 0.04, 0.08, 0.12, 0.16, 0.2, 0.3, 0.5, 1.0)
+
+
+def validation_faces(data_dir: str | None, limit_per_class: int | None = None):
+    """The training run's validation tenth (its split and seed), where margins are chosen."""
+    from edgefer.datasets import find_root
+    from edgefer.train.trainer import Recipe, train_and_validation
+
+    return train_and_validation(Recipe(limit_per_class=limit_per_class), str(find_root(data_dir)))[1]
+
+
+def score(model: Path, faces: np.ndarray, labels: np.ndarray, margins=MARGINS) -> dict[float, dict]:
+    """Accuracy and share of faces mirrored at each margin, through the runtime's own path."""
+    from edgefer.classifier import Classifier
+
+    clf = Classifier(model, threads=2, flip_average=True)
+    out = {}
+    for m in margins:
+        clf.flip_margin, clf.faces_seen, clf.faces_mirrored = m, 0, 0
+        got = clf.predict_labels(faces)
+        out[m] = {"accuracy": float(np.mean(got == labels)), "mirrored_share": clf.faces_mirrored / len(faces)}
+    return out
+
+
+def time_margins(
+    model: Path, reference: Path, faces: np.ndarray, margins=MARGINS, rounds: int = 5, log=print
+) -> dict[str, dict]:
+    """Mean time per face (ms) of each margin's whole call and of the reference file alone,
+    every lane timed over the same faces in every round; round 0 warms up and is dropped."""
+    from edgefer.bench import latency_stats
+    from edgefer.classifier import Classifier
+
+    lanes = {f"{m:g}": Classifier(model, threads=1, flip_average=True, flip_margin=m) for m in margins}
+    lanes["reference"] = Classifier(reference, threads=1)
+    per_round: dict[str, list[float]] = {name: [] for name in lanes}
+    for r in range(rounds + 1):
+        for name, clf in lanes.items():
+            start = time.perf_counter()
+            for face in faces:
+                clf.predict(face[None])
+            if r:
+                per_round[name].append((time.perf_counter() - start) / len(faces) * 1000)
+        log(f"margins: round {r}/{rounds}")
+    return {name: latency_stats(ms) for name, ms in per_round.items()}
+
+
+def markdown(scores: dict[float, dict], times: dict[str, dict], reference: str) -> str:
+    ref = times["reference"]["mean"]
+    rows = [
+        f"| flip_margin | faces mirrored | validation accuracy | ms per face (mean of rounds) | x {reference} |",
+        "|---|---|---|---|---|",
+    ]
+    for m, s in scores.items():
+        t = times[f"{m:g}"]["mean"]
+        rows.append(f"| {m:g} | {s['mirrored_share']:.1%} | {s['accuracy']:.2%} | {t:.3f} | {t / ref:.2f} |")
+    rows.append(f"| {reference} alone | | | {ref:.3f} | 1.00 |")
+    return "\n".join(rows) + "\n"
+
+
+def plot(scores: dict[float, dict], times: dict[str, dict], path: Path, reference: str, default: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ms = [times[f"{m:g}"]["mean"] for m in scores]
+    acc = [100 * s["accuracy"] for s in scores.values()]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(ms, acc, "o-", color="tab:blue", label="edgefer int8, mirrored under the margin")
+    for m, x, y in zip(scores, ms, acc, strict=True):
+        ax.annotate(f"{m:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+        if m == default:
+            ax.plot([x], [y], "o", markersize=11, fillstyle="none", color="tab:red", label=f"the default ({m:g})")
+    ax.axvline(times["reference"]["mean"], color="gray", linestyle="--", linewidth=1, label=f"{reference}'s time")
+    ax.set_xlabel("ms per face (runtime call, batch 1, one thread)")
+    ax.set_ylabel("validation accuracy, %")
+    ax.set_title("classifier.flip_margin: accuracy against time")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edgefer.config import ClassifierConfig
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.margins", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=str(ROOT / "models" / "edgefer-int8.tflite"))
+    p.add_argument("--reference", default=str(ROOT / "models" / "paper-int8.tflite"), help="timed beside, alone")
+    p.add_argument("--data-dir", help="FER2013 folder (its train split holds the validation faces)")
+    p.add_argument("--timed", type=int, default=600, help="validation faces timed per lane and round")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--out", default="benchmarks/results/margins")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    va = validation_faces(args.data_dir)
+    log(f"margins: {len(va)} validation faces")
+    scores = score(Path(args.model), va.images, va.labels)
+    sample = va.images[np.random.default_rng(0).permutation(len(va))[: args.timed]]
+    times = time_margins(Path(args.model), Path(args.reference), sample, rounds=args.rounds, log=log)
+    name = Path(args.reference).stem
+    table = markdown(scores, times, name)
+    (out / "margins.md").write_text(table)
+    result = {"validation_faces": len(va), "scores": {f"{m:g}": s for m, s in scores.items()}, "latency_ms": times}
+    (out / "margins.json").write_text(json.dumps(result, indent=1))
+    plot(scores, times, out / "margins.png", name, ClassifierConfig().flip_margin)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
