@@ -89,6 +89,24 @@ def test_dataset_json_has_every_figure(dataset_run: tuple[dict, str, Path]) -> N
     assert result["paper"]["latency_ms_mean"] == 13.92
 
 
+def test_flip_margin_adds_each_file_as_the_daemon_runs_it(fer2013: Path, tmp_path: Path) -> None:
+    """Each file twice: alone, and mirrored when unsure, scored on the runtime's own answers."""
+    argv = ["--dataset", "fer2013", "--data-dir", str(fer2013), "--limit-per-class", "25", "--threads", "1"]
+    argv += ["--chunk", "50", "--warmup", "2", "--no-memory-probe", "--flip-margin", "0.12", "-q"]
+    argv += ["--model", str(EDGEFER_MODELS[1]), "--json", str(tmp_path / "r.json")]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert [m["name"] for m in result["models"]] == ["edgefer-int8", "edgefer-int8 +mirror<0.12"]
+    data = load_fer2013(fer2013, "test", limit_per_class=25)
+    for entry, margin in zip(result["models"], (None, 0.12), strict=True):
+        kw = {} if margin is None else {"flip_average": True, "flip_margin": margin}
+        pred = Classifier(EDGEFER_MODELS[1], **kw).predict_labels(data.images, batch=1)
+        assert entry["accuracy"] == pytest.approx(float(np.mean(pred == data.labels)))
+    pairs = {(r["numerator"], r["denominator"]) for r in result["ratios"]}
+    assert ("edgefer-int8", "edgefer-int8 +mirror<0.12") in pairs
+
+
 def test_accuracy_is_the_runtimes_own(fer2013: Path, dataset_run: tuple[dict, str, Path]) -> None:
     result, _, _ = dataset_run
     data = load_fer2013(fer2013, "test", limit_per_class=25)
