@@ -13,13 +13,13 @@ forms.json, forms.md and forms.png into --out.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks import log, save_results
 
 ROOT = Path(__file__).resolve().parents[1]
 # the trunk's layers where each stage ends (after its pooling), for the cumulative profile
@@ -121,18 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--out", default="benchmarks/results/forms")
     args = p.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory() as work:
         paths = files(Path(args.keras), args.data_dir, Path(work), log)
         paths["the paper's int8 file"] = Path(args.reference)
         results = time_files(paths, rounds=args.rounds, log=log)
     table = markdown(results, "the paper's int8 file")
-    (out / "forms.md").write_text(table)
-    (out / "forms.json").write_text(json.dumps({"latency_ms": results}, indent=1))
+    out = save_results(args.out, "forms", table, {"latency_ms": results})
     plot(results, out / "forms.png", "the paper's int8 file")
-    print(table)
     return 0
 
 

@@ -14,12 +14,12 @@ Writes margins.json, margins.md and margins.png into --out.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks import log, save_results
 
 ROOT = Path(__file__).resolve().parents[1]
 MARGINS = (0.0, 0.04, 0.08, 0.12, 0.16, 0.2, 0.3, 0.5, 1.0)
@@ -116,9 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--out", default="benchmarks/results/margins")
     args = p.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     va = validation_faces(args.data_dir)
     log(f"margins: {len(va)} validation faces")
     scores = score(Path(args.model), va.images, va.labels)
@@ -126,11 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     times = time_margins(Path(args.model), Path(args.reference), sample, rounds=args.rounds, log=log)
     name = Path(args.reference).stem
     table = markdown(scores, times, name)
-    (out / "margins.md").write_text(table)
     result = {"validation_faces": len(va), "scores": {f"{m:g}": s for m, s in scores.items()}, "latency_ms": times}
-    (out / "margins.json").write_text(json.dumps(result, indent=1))
+    out = save_results(args.out, "margins", table, result)
     plot(scores, times, out / "margins.png", name, ClassifierConfig().flip_margin)
-    print(table)
     return 0
 
 
