@@ -193,6 +193,24 @@ def test_gradcampp_finds_the_region_that_drives_each_class(keras_mod):
     assert dauc[0] < dauc_rand[0]
 
 
+def test_a_cropped_network_maps_cover_what_it_sees(keras_mod):
+    """A network that drops the face's border first has maps over the centre only: they are
+    laid on the pixels it read, and the border, which cannot move its answer, scores zero."""
+    from edgefer.train.models import edgefer_cnn
+
+    net = edgefer_cnn(width=8, blocks=(1, 1, 1), crop=4, name="cropped")
+    assert ex._input_crop(net) == ((4, 4), (4, 4))
+    assert ex._input_crop(edgefer_cnn(width=8, blocks=(1, 1, 1))) == ((0, 0), (0, 0))
+    rng = np.random.default_rng(3)
+    faces = rng.uniform(0, 1, (2, 48, 48)).astype(np.float32)
+    cam = ex.GradCamPlusPlus(net, ["fb1_relu"])
+    maps = cam(faces, np.array([0, 1]))["fb1_relu"]
+    assert maps.shape == (2, 48, 48)
+    ring = np.ones((48, 48), bool)
+    ring[4:44, 4:44] = False
+    assert np.all(maps[:, ring] == 0) and np.all(maps[:, 4:44, 4:44].sum(axis=(1, 2)) > 0)
+
+
 def test_resolve_layer_prefers_relu_then_conv(keras_mod):
     from keras import layers
 

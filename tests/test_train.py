@@ -538,6 +538,40 @@ def test_a_single_view_network_starts_as_a_mirrored_ones_trunk(fer2013: Path) ->
     assert build("edgefer-factored").count_params() == build("edgefer-mirror-full").count_params()
 
 
+def test_a_cropped_network_reads_only_the_face_centre(fer2013: Path, tmp_path: Path) -> None:
+    """The crop is the network's first layer: the file still takes 48x48 faces, a border pixel
+    cannot move the answer and a central one can, the weights are those of the uncropped
+    network (so one starts the other), and every conv costs in proportion to the pixels seen."""
+    from edgefer.train.export import to_tflite
+    from edgefer.train.models import build, count_flops, edgefer_cnn, every_layer, mirrored
+    from edgefer.train.trainer import grow_from
+
+    full = edgefer_cnn(width=8, blocks=(1, 1, 1), rank=3, name="trunk")
+    cropped = edgefer_cnn(width=8, blocks=(1, 1, 1), rank=3, crop=4, name="trunk")
+    rng = np.random.default_rng(7)
+    for layer in full.layers:
+        if layer.weights and not layer.name.endswith("bn"):
+            layer.set_weights([rng.normal(0, 0.3, a.shape).astype(np.float32) for a in layer.get_weights()])
+    assert grow_from(full, cropped) == []
+    faces = load_fer2013(fer2013, "test", limit_per_class=3).images
+    x = faces.astype(np.float32)[..., None] / 255.0
+    base = cropped.predict(x, verbose=0)
+    border, centre = x.copy(), x.copy()
+    border[:, :4], border[:, -4:], border[:, :, :4], border[:, :, -4:] = 1.0, 0.0, 1.0, 0.0
+    centre[:, 20:28, 20:28] = 1.0 - centre[:, 20:28, 20:28]
+    assert np.allclose(cropped.predict(border, verbose=0), base, atol=1e-6)
+    assert not np.allclose(cropped.predict(centre, verbose=0), base, atol=1e-3)
+    assert not np.allclose(full.predict(border, verbose=0), full.predict(x, verbose=0), atol=1e-3)
+    assert count_flops(cropped) / count_flops(full) == pytest.approx((40 / 48) ** 2, rel=0.03)
+    pair = build("edgefer-mirror-crop")
+    assert pair.input_shape == (None, 48, 48, 1) and pair.count_params() == build("edgefer-mirror-full").count_params()
+    assert [layer.name for layer in every_layer(pair)][:4] == ["face", "mirror", "face", "crop"]
+    # Exported, the runtime feeds it 48x48 faces and gets the Keras answers.
+    path = to_tflite(mirrored(cropped, "edgefer-mirror-crop"), tmp_path / "crop-float32.tflite")
+    keras_pair = mirrored(cropped, "edgefer-mirror-crop").predict(x, verbose=0)
+    assert np.allclose(Classifier(path, threads=1).predict(faces), keras_pair, atol=1e-5)
+
+
 def test_the_cli_refuses_shares_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:
     from edgefer.train.cli import main
 

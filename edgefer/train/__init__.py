@@ -13,5 +13,6 @@ ARCHITECTURES = (
     "edgefer-se",
     "edgefer-mirror",
     "edgefer-mirror-full",
+    "edgefer-mirror-crop",
     "edgefer-factored",
 )

@@ -25,6 +25,7 @@ def parser() -> argparse.ArgumentParser:
         "edgefer-gdc: edgefer pooling with a learnt weight per position (global depthwise convolution); "
         "edgefer-se: edgefer with channel gates; edgefer-mirror: a narrower edgefer run on the face and its mirror; "
         "edgefer-mirror-full: the same at full width, its stage-opening convs factored; "
+        "edgefer-mirror-crop: edgefer-mirror-full on the face's central 40x40; "
         "edgefer-factored: that trunk alone, one view per face",
     )
     p.add_argument("--data-dir", help="folder holding train/ and test/, or fer2013.csv")

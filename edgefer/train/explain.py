@@ -423,6 +423,19 @@ def resolve_layer(model: Any, block: str) -> str:
     raise ValueError(f"model {model.name!r} has no layer {block}_relu, {block}_conv or {block}")
 
 
+def _input_crop(model: Any) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)) pixels a network drops from its input before any conv
+    (a ``Cropping2D`` first layer), else zeros. Its maps cover the rest of the face, so they are
+    stretched over that part and the dropped border, which cannot move the answer, scores 0."""
+    import keras
+
+    first = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)][:1]
+    if first and isinstance(first[0], keras.layers.Cropping2D):
+        (top, bottom), (left, right) = first[0].cropping
+        return (int(top), int(bottom)), (int(left), int(right))
+    return (0, 0), (0, 0)
+
+
 class GradCamPlusPlus:
     """Grad-CAM++ of one Keras model at several layers, from one backward pass per batch.
 
@@ -440,6 +453,7 @@ class GradCamPlusPlus:
         self.model = model
         self.layer_names = list(layer_names)
         self.input_size = tuple(int(d) for d in model.inputs[0].shape[1:3])
+        self._crop = _input_crop(model)
         final = model.layers[-1]
         act = getattr(getattr(final, "activation", None), "__name__", "")
         if isinstance(final, keras.layers.Dense) and act == "softmax":
@@ -476,7 +490,10 @@ class GradCamPlusPlus:
         maps = []
         for a, g in zip(acts, grads, strict=True):
             cam = gradcampp_map(a, g)[..., None]
-            maps.append(tf.image.resize(cam, self.input_size, method="bilinear")[..., 0])
+            (top, bottom), (left, right) = self._crop
+            seen = (self.input_size[0] - top - bottom, self.input_size[1] - left - right)
+            cam = tf.image.resize(cam, seen, method="bilinear")
+            maps.append(tf.pad(cam, [[0, 0], [top, bottom], [left, right], [0, 0]])[..., 0])
         return maps
 
     def __call__(

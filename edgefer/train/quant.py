@@ -22,9 +22,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# Layers whose output TFLite carries over unchanged (max pooling keeps its input's scale,
+# Layers whose output TFLite carries over unchanged (max pooling and a crop keep their input's scale,
 # dropout and flatten vanish) or folds into the layer that produced their input.
-_PASS_THROUGH = (keras.layers.MaxPooling2D, keras.layers.Dropout, keras.layers.Flatten, keras.layers.InputLayer)
+_PASS_THROUGH = (
+    keras.layers.MaxPooling2D,
+    keras.layers.Dropout,
+    keras.layers.Flatten,
+    keras.layers.InputLayer,
+    keras.layers.Cropping2D,
+)
 _FUSES_INTO_PRODUCER = (keras.layers.BatchNormalization, keras.layers.Activation)
 # Layers whose kernel the converter stores as int8, one step per output channel.
 _WEIGHTED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
