@@ -567,9 +567,9 @@ def test_a_cropped_network_reads_only_the_face_centre(fer2013: Path, tmp_path: P
     assert pair.input_shape == (None, 48, 48, 1) and pair.count_params() == build("edgefer-mirror-full").count_params()
     assert [layer.name for layer in every_layer(pair)][:4] == ["face", "mirror", "face", "crop"]
     # Exported, the runtime feeds it 48x48 faces and gets the Keras answers.
-    path = to_tflite(mirrored(cropped, "edgefer-mirror-crop"), tmp_path / "crop-float32.tflite")
-    keras_pair = mirrored(cropped, "edgefer-mirror-crop").predict(x, verbose=0)
-    assert np.allclose(Classifier(path, threads=1).predict(faces), keras_pair, atol=1e-5)
+    net = mirrored(cropped, "edgefer-mirror-crop")
+    path = to_tflite(net, tmp_path / "crop-float32.tflite")
+    assert np.allclose(Classifier(path, threads=1).predict(faces), net.predict(x, verbose=0), atol=1e-5)
 
 
 def test_the_cli_refuses_shares_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:
