@@ -453,7 +453,8 @@ class GradCamPlusPlus:
         self.model = model
         self.layer_names = list(layer_names)
         self.input_size = tuple(int(d) for d in model.inputs[0].shape[1:3])
-        self._crop = _input_crop(model)
+        (top, bottom), (left, right) = self._crop = _input_crop(model)
+        self._seen = (self.input_size[0] - top - bottom, self.input_size[1] - left - right)
         final = model.layers[-1]
         act = getattr(getattr(final, "activation", None), "__name__", "")
         if isinstance(final, keras.layers.Dense) and act == "softmax":
@@ -491,8 +492,7 @@ class GradCamPlusPlus:
         for a, g in zip(acts, grads, strict=True):
             cam = gradcampp_map(a, g)[..., None]
             (top, bottom), (left, right) = self._crop
-            seen = (self.input_size[0] - top - bottom, self.input_size[1] - left - right)
-            cam = tf.image.resize(cam, seen, method="bilinear")
+            cam = tf.image.resize(cam, self._seen, method="bilinear")
             maps.append(tf.pad(cam, [[0, 0], [top, bottom], [left, right], [0, 0]])[..., 0])
         return maps
 
