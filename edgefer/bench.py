@@ -392,16 +392,48 @@ def probe_memory(spec: ModelSpec, threads: int, timeout: float = 300.0) -> dict[
 # -- host ------------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
+# CPU features that decide how fast int8 convolutions run, in /proc/cpuinfo's spelling: x86
+# (AVX2; AVX-512 and AVX dot products, VNNI; AMX tiles) and Arm (NEON; the ARMv8.2 dot product,
+# absent on a Pi 4's Cortex-A72, present on a Pi 5's Cortex-A76; int8 matrix multiply).
+INT8_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
+
+
+def _cpuinfo() -> str:
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        return platform.processor() or platform.machine()
+        return ""
+
+
+def _cpu_model(text: str) -> str:
     for key in ("model name", "Model", "Hardware", "cpu model"):
         for line in text.splitlines():
             if line.split(":")[0].strip() == key and ":" in line:
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def cpu_label(host: dict[str, Any]) -> str:
+    """The CPU as a result's reader needs it: its model and its int8 instructions."""
+    features = host.get("int8_features")
+    if features is None:  # a result written before the features were recorded
+        return host["cpu_model"]
+    return f"{host['cpu_model']} (int8 instructions: {', '.join(features) or 'none of note'})"
+
+
+def int8_features(cpuinfo: str) -> list[str]:
+    """Which of :data:`INT8_FEATURES` the CPU has, from /proc/cpuinfo's text.
+
+    Kept with every result because they reorder the models: with dot-product instructions a
+    dense int8 convolution costs a fraction of what it costs without, while depthwise convs and
+    small layers gain little, so a network with fewer FLOPs can be faster on one CPU and slower
+    on another (models/README.md, "Speed")."""
+    have: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            have.update(value.split())
+    return [f for f in INT8_FEATURES if f in have]
 
 
 def host_info() -> dict[str, Any]:
@@ -416,8 +448,10 @@ def host_info() -> dict[str, Any]:
         for line in Path("/etc/os-release").read_text().splitlines():
             if line.startswith("PRETTY_NAME="):
                 os_name = f"{line.split('=', 1)[1].strip(chr(34))} ({platform.release()})"
+    cpuinfo = _cpuinfo()
     return {
-        "cpu_model": _cpu_model(),
+        "cpu_model": _cpu_model(cpuinfo),
+        "int8_features": int8_features(cpuinfo),
         "board": board,
         "machine": platform.machine(),
         "cores_logical": os.cpu_count(),
@@ -622,7 +656,7 @@ def notes_dataset(result: dict[str, Any]) -> list[str]:
     ds = result["dataset"]
     notes = [
         f"Paper column: Raspberry Pi 4 Model B, the authors' model and FER2013 test split. Measured columns: "
-        f"{host['cpu_model']} ({host['cores_usable']} usable cores), FER2013 {ds['split']}, "
+        f"{cpu_label(host)}, {host['cores_usable']} usable cores, FER2013 {ds['split']}, "
         f"{ds['images']} images of the four classes"
         + (f" (at most {ds['limit_per_class']} per class)" if ds.get("limit_per_class") else "")
         + ". Absolute times compare across machines only loosely; ratios measured in this run do.",
@@ -1399,7 +1433,7 @@ def markdown_dataset(result: dict[str, Any]) -> str:
     h = result["host"]
     pk = ", ".join(f"{k} {v}" for k, v in h["packages"].items())
     out += [
-        f"Host: {h['cpu_model']}{' (' + h['board'] + ')' if h.get('board') else ''}, {h['cores_usable']} usable "
+        f"Host: {cpu_label(h)}{', ' + h['board'] if h.get('board') else ''}, {h['cores_usable']} usable "
         f"cores, {h['os']}, Python {h['python']}; {pk}. Load average at start: "
         f"{', '.join(f'{x:.2f}' for x in h.get('load_average_before') or [])}.",
         *_notes(result),
@@ -1459,7 +1493,7 @@ def markdown_pipeline(result: dict[str, Any]) -> str:
     out += [
         "",
         f"Models: {used}; "
-        f"{s['threads']} thread(s). Host: {h['cpu_model']}, {h['cores_usable']} usable cores, Python {h['python']}.",
+        f"{s['threads']} thread(s). Host: {cpu_label(h)}, {h['cores_usable']} usable cores, Python {h['python']}.",
         *_notes(result),
     ]
     return "\n".join(out)

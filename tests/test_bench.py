@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgefer import LABELS
+from edgefer import LABELS, bench
 from edgefer.bench import composite_clip, composite_frames, main, render
 from edgefer.classifier import Classifier, read_labels
 from edgefer.cli import bench_main
@@ -85,6 +85,7 @@ def test_dataset_json_has_every_figure(dataset_run: tuple[dict, str, Path]) -> N
     )
     host = result["host"]
     assert host["cores_logical"] >= 1 and host["python"] and host["cpu_model"]
+    assert set(host["int8_features"]) <= set(bench.INT8_FEATURES)
     assert "numpy" in host["packages"]
     assert result["paper"]["latency_ms_mean"] == 13.92
 
@@ -306,3 +307,17 @@ def test_paired_counts_only_the_faces_that_tell_two_models_apart() -> None:
     assert p["sign_test_p"] == 1.0
     with pytest.raises(ValueError, match="different lengths"):
         paired(truth, a, b[:3])
+
+
+def test_int8_instructions_are_read_from_cpuinfo() -> None:
+    """The features that reorder int8 models, from each architecture's spelling of cpuinfo."""
+    pi4 = "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU part\t: 0xd08\n"
+    pi5 = "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm asimddp\n"
+    xeon = "model name\t: Intel(R) Xeon(R)\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_tile amx_int8\n"
+    assert bench.int8_features(pi4) == ["asimd"]
+    assert bench.int8_features(pi5) == ["asimd", "asimddp"]
+    assert bench.int8_features(xeon) == ["avx2", "avx512f", "avx512_vnni", "amx_int8"]
+    assert bench.int8_features("") == []
+    host = {"cpu_model": "Cortex-A72", "int8_features": ["asimd"]}
+    assert bench.cpu_label(host) == "Cortex-A72 (int8 instructions: asimd)"
+    assert bench.cpu_label({"cpu_model": "old result"}) == "old result"
