@@ -186,7 +186,7 @@ def markdown(results: dict[str, dict], reference: str) -> str:
     return "\n".join(rows) + "\n"
 
 
-def plot(results: dict[str, dict], path: Path, reference: str | None = None) -> None:
+def plot(results: dict[str, dict], path: Path, reference: str | None = None, host: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,7 +200,7 @@ def plot(results: dict[str, dict], path: Path, reference: str | None = None) -> 
     if reference:  # what a form must beat
         ax.axvline(results[reference]["median"], color="gray", linestyle="--", linewidth=1)
     ax.set_xlabel("median ms per face (int8, batch 1, one thread)")
-    ax.set_title("edgefer: where the int8 file's time goes")
+    ax.set_title("edgefer: where the int8 file's time goes" + (f"\n{host}" if host else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -224,9 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         paths = files(Path(args.keras), args.data_dir, Path(work), log, paper_path=paper)
         paths["the paper's int8 file"] = Path(args.reference)
         results = time_files(paths, rounds=args.rounds, log=log)
-    table = markdown(results, "the paper's int8 file")
-    out = save_results(args.out, "forms", table, {"latency_ms": results})
-    plot(results, out / "forms.png", "the paper's int8 file")
+    from edgefer.bench import cpu_label, host_info
+
+    host = host_info()  # the ranking of these forms depends on the CPU's int8 instructions
+    table = markdown(results, "the paper's int8 file") + f"\nHost: {cpu_label(host)}.\n"
+    out = save_results(args.out, "forms", table, {"latency_ms": results, "host": host})
+    plot(results, out / "forms.png", "the paper's int8 file", cpu_label(host))
     return 0
 
 
