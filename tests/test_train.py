@@ -572,6 +572,36 @@ def test_a_cropped_network_reads_only_the_face_centre(fer2013: Path, tmp_path: P
     assert np.allclose(Classifier(path, threads=1).predict(faces), net.predict(x, verbose=0), atol=1e-5)
 
 
+def test_the_dense_network_is_few_dense_convs_at_24_px_and_below(fer2013: Path, tmp_path: Path) -> None:
+    """edgefer-dense is shaped for int8 dot products: its exported file holds dense convs only
+    (no depthwise, nothing at 48 px, channels in multiples of 32) and few operations, within
+    two thirds of the paper's FLOPs so that CPUs without those instructions gain too."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgefer.train.export import calibration_sample, to_tflite
+    from edgefer.train.models import build, count_flops
+
+    net = build("edgefer-dense")
+    assert net.input_shape == (None, 48, 48, 1) and net.output_shape == (None, 4)
+    assert count_flops(net) < 0.65 * count_flops(build("paper")) and net.count_params() <= 1.45e6
+    convs = [layer for layer in net.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert not any(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in convs)
+    assert all(layer.output.shape[1] <= 24 and layer.filters % 32 == 0 for layer in convs)
+
+    train = load_fer2013(fer2013, "train", limit_per_class=30)
+    path = to_tflite(
+        net, tmp_path / "dense-int8.tflite", int8=True, calibration=calibration_sample(train.images, train.labels, n=60)
+    )
+    interpreter = Interpreter(model_path=str(path))
+    ops = [op["op_name"] for op in interpreter._get_ops_details()]
+    assert ops.count("CONV_2D") == len(convs) and "DEPTHWISE_CONV_2D" not in ops
+    assert len(ops) <= 20, ops  # the shipped edgefer trunk has 31
+    faces = load_fer2013(fer2013, "test", limit_per_class=5).images
+    probs = Classifier(path, threads=1).predict(faces)
+    assert probs.shape == (len(faces), 4) and np.allclose(probs.sum(1), 1, atol=0.02)
+
+
 def test_the_cli_refuses_shares_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:
     from edgefer.train.cli import main
 

@@ -15,4 +15,5 @@ ARCHITECTURES = (
     "edgefer-mirror-full",
     "edgefer-mirror-crop",
     "edgefer-factored",
+    "edgefer-dense",
 )
