@@ -186,7 +186,13 @@ def markdown(results: dict[str, dict], reference: str) -> str:
     return "\n".join(rows) + "\n"
 
 
-def plot(results: dict[str, dict], path: Path, reference: str | None = None, host: str = "") -> None:
+def plot(
+    results: dict[str, dict],
+    path: Path,
+    reference: str | None = None,
+    host: str = "",
+    title: str = "edgefer: where the int8 file's time goes",
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,7 +206,7 @@ def plot(results: dict[str, dict], path: Path, reference: str | None = None, hos
     if reference:  # what a form must beat
         ax.axvline(results[reference]["median"], color="gray", linestyle="--", linewidth=1)
     ax.set_xlabel("median ms per face (int8, batch 1, one thread)")
-    ax.set_title("edgefer: where the int8 file's time goes" + (f"\n{host}" if host else ""), fontsize=10)
+    ax.set_title(title + (f"\n{host}" if host else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -90,3 +90,29 @@ def test_a_stem_on_pixel_blocks_computes_the_same_function(fer2013: Path) -> Non
         space_to_depth_stem(net, "fb2_conv", "fb2_pool")
     with pytest.raises(ValueError, match="fb1_relu: needs a 2x2 max pool"):
         space_to_depth_stem(net, "fb1_conv", "fb1_relu")
+
+
+def test_shapes_are_built_exported_and_timed_with_their_costs(fer2013: Path, tmp_path: Path) -> None:
+    """benchmarks/shapes.py: each shape's file holds the operations its arguments promise, its
+    cost is counted, and the table names every file timed."""
+    from benchmarks import shapes
+    from benchmarks.forms import time_files
+    from edgefer.train.models import build, dense_cnn
+
+    assert [layer.name for layer in dense_cnn().layers] == [layer.name for layer in build("edgefer-dense").layers]
+    small = {
+        "plain": {"widths": (8, 16, 32), "convs": (1, 2, 1), "residual": False},
+        "residual, pooled stem": {"widths": (8, 16, 32), "convs": (1, 2, 1), "stem": (3, 1), "stem_width": 4},
+    }
+    lines: list[str] = []
+    made = shapes.files(str(fer2013), tmp_path, small, log=lines.append)
+    assert len(lines) == 2 and set(made) == set(small)
+    # 5 convs (the stem and 1 + 2 + 1), 2 pools, mean, dense, softmax; the second adds the
+    # stem's pool and one addition (s3b, the only conv that keeps its input's channels)
+    assert made["plain"]["ops"] == 5 + 2 + 3 and made["residual, pooled stem"]["ops"] == 5 + 3 + 3 + 1
+    faces = load_fer2013(fer2013, "test", limit_per_class=3).images
+    assert Classifier(made["plain"]["path"], threads=1).predict(faces).shape == (len(faces), 4)
+    paths = {label: about["path"] for label, about in made.items()} | {"paper": MODELS / "paper-int8.tflite"}
+    latency = time_files(paths, rounds=1, calls=5, log=lines.append)
+    table = shapes.markdown(made, latency, "paper")
+    assert all(label in table for label in paths) and "| 1.00 |" in table

@@ -182,23 +182,34 @@ def dense_cnn(
     convs: tuple[int, ...] = (2, 3, 2),
     dropout: float = 0.3,
     name: str = "edgefer-dense",
+    stem: tuple[int, int] = (3, 2),
+    stem_width: int | None = None,
+    residual: bool = True,
 ) -> keras.Model:
     """A strided 3x3 stem to 24 px, then stages of dense 3x3 convs at 24, 12 and 6 px.
 
     Each stage's first conv sets its channels; the others add a residual, which keeps a
     network trained from scratch easy to optimise and costs one addition each. Channels are
-    multiples of 32, the widths int8 kernels with dot products run at full rate (40 runs slower
-    than 48 on them, measured). The stride-2 stem sees every pixel (3x3 windows overlapping by
-    one) and writes 32 values for each 2x2 block, so the first stage loses no detail it needs."""
+    multiples of 32, the widths int8 kernels with dot products run at full rate (40 channels
+    cost about what 48 do there, measured). The stride-2 stem sees every pixel (3x3 windows
+    overlapping by one) and writes 32 values for each 2x2 block, so the first stage loses no
+    detail it needs. ``stem`` (kernel, stride), ``stem_width`` and ``residual`` give the
+    neighbouring shapes this one was chosen among (``benchmarks.shapes``); a stride-1 stem is
+    followed by a 2x2 max pool, so every shape reaches 24 px before its first stage."""
+    kernel, stride = stem
     x = inp = keras.Input(INPUT_SHAPE, name="face")
-    x = layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False, name="s1_conv")(x)
+    x = layers.Conv2D(stem_width or widths[0], kernel, strides=stride, padding="same", use_bias=False, name="s1_conv")(
+        x
+    )
     x = layers.BatchNormalization(name="s1_bn")(x)
-    x = layers.Activation("relu", name="s1_relu")(x)  # 24 px
+    x = layers.Activation("relu", name="s1_relu")(x)
+    if stride == 1:
+        x = layers.MaxPooling2D(2, name="s1_pool")(x)  # 24 px
     for stage, (filters, n) in enumerate(zip(widths, convs, strict=True), start=2):
         for i in range(n):
             block = f"s{stage}{chr(ord('a') + i)}"
             y = _conv_bn_plain(x, filters, block)
-            if x.shape[-1] == filters:
+            if residual and x.shape[-1] == filters:
                 y = layers.Add(name=f"{block}_add")([x, y])
             x = layers.Activation("relu", name=f"{block}_relu")(y)
         if stage < len(widths) + 1:
