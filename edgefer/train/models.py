@@ -74,10 +74,14 @@ def paper_cnn(batch_norm: bool = True, dropout: float = 0.2) -> keras.Model:
     return keras.Model(inp, out, name="paper")
 
 
-def _conv_bn(x, filters: int, name: str):
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
+def _conv_bn(x, filters: int, name: str, kernel: int = 3, strides: int = 1):
+    return layers.Activation("relu", name=f"{name}_relu")(_conv_bn_linear(x, filters, name, kernel, strides))
+
+
+def _conv_bn_linear(x, filters: int, name: str, kernel: int = 3, strides: int = 1):
+    """A conv and its batch norm, the activation left to the caller (after a residual)."""
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    return layers.BatchNormalization(name=f"{name}_bn")(x)
 
 
 def _factored_conv_bn(x, filters: int, rank: int, name: str):
@@ -197,18 +201,14 @@ def dense_cnn(
     neighbouring shapes this one was chosen among (``benchmarks.shapes``); a stride-1 stem is
     followed by a 2x2 max pool, so every shape reaches 24 px before its first stage."""
     kernel, stride = stem
-    x = inp = keras.Input(INPUT_SHAPE, name="face")
-    x = layers.Conv2D(stem_width or widths[0], kernel, strides=stride, padding="same", use_bias=False, name="s1_conv")(
-        x
-    )
-    x = layers.BatchNormalization(name="s1_bn")(x)
-    x = layers.Activation("relu", name="s1_relu")(x)
+    inp = keras.Input(INPUT_SHAPE, name="face")
+    x = _conv_bn(inp, stem_width or widths[0], "s1", kernel, stride)
     if stride == 1:
         x = layers.MaxPooling2D(2, name="s1_pool")(x)  # 24 px
     for stage, (filters, n) in enumerate(zip(widths, convs, strict=True), start=2):
         for i in range(n):
             block = f"s{stage}{chr(ord('a') + i)}"
-            y = _conv_bn_plain(x, filters, block)
+            y = _conv_bn_linear(x, filters, block)
             if residual and x.shape[-1] == filters:
                 y = layers.Add(name=f"{block}_add")([x, y])
             x = layers.Activation("relu", name=f"{block}_relu")(y)
@@ -218,12 +218,6 @@ def dense_cnn(
     x = layers.Dropout(dropout, name="dropout")(x)
     out = layers.Dense(len(LABELS), activation="softmax", name="emotion")(x)
     return keras.Model(inp, out, name=name)
-
-
-def _conv_bn_plain(x, filters: int, name: str):
-    """A 3x3 conv and its batch norm, the activation left to the caller (after a residual)."""
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    return layers.BatchNormalization(name=f"{name}_bn")(x)
 
 
 @keras.saving.register_keras_serializable(package="edgefer")
