@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -206,7 +207,7 @@ def plot(
     if reference:  # what a form must beat
         ax.axvline(results[reference]["median"], color="gray", linestyle="--", linewidth=1)
     ax.set_xlabel("median ms per face (int8, batch 1, one thread)")
-    ax.set_title(title + (f"\n{host}" if host else ""), fontsize=10)
+    ax.set_title("\n".join([title, *textwrap.wrap(host, 80)]), fontsize=10)  # a long CPU name wraps
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
