@@ -213,6 +213,26 @@ def plot(
     plt.close(fig)
 
 
+def save_timed(
+    out: str | Path,
+    name: str,
+    table: str,
+    result: dict,
+    latency: dict[str, dict],
+    reference: str,
+    title: str = "edgefer: where the int8 file's time goes",
+) -> Path:
+    """Save a timing table, its figures and its plot with the host they were measured on: the
+    ranking of int8 files depends on the CPU's int8 instructions, so a number without its CPU
+    cannot be read."""
+    from edgefer.bench import cpu_label, host_info
+
+    host = host_info()
+    folder = save_results(out, name, table + f"\nHost: {cpu_label(host)}.\n", {**result, "host": host})
+    plot(latency, folder / f"{name}.png", reference, cpu_label(host), title)
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.forms", description=__doc__.split("\n\n")[0])
     p.add_argument("--keras", default=str(ROOT / "models" / "edgefer.keras"), help="a mirrored edgefer Keras model")
@@ -231,12 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = files(Path(args.keras), args.data_dir, Path(work), log, paper_path=paper)
         paths["the paper's int8 file"] = Path(args.reference)
         results = time_files(paths, rounds=args.rounds, log=log)
-    from edgefer.bench import cpu_label, host_info
-
-    host = host_info()  # the ranking of these forms depends on the CPU's int8 instructions
-    table = markdown(results, "the paper's int8 file") + f"\nHost: {cpu_label(host)}.\n"
-    out = save_results(args.out, "forms", table, {"latency_ms": results, "host": host})
-    plot(results, out / "forms.png", "the paper's int8 file", cpu_label(host))
+    reference = "the paper's int8 file"
+    save_timed(args.out, "forms", markdown(results, reference), {"latency_ms": results}, results, reference)
     return 0
 
 

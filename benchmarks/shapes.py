@@ -17,8 +17,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from benchmarks import log, save_results
-from benchmarks.forms import ROOT, plot, time_files
+from benchmarks import log
+from benchmarks.forms import ROOT, save_timed, time_files
 
 #: label -> dense_cnn arguments; the first is edgefer-dense itself
 SHAPES: dict[str, dict] = {
@@ -96,14 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         shapes = files(args.data_dir, Path(work))
         paths = {label: about["path"] for label, about in shapes.items()} | REFERENCES
         latency = time_files(paths, rounds=args.rounds, log=log)
-    from edgefer.bench import cpu_label, host_info
-
-    host = host_info()
     reference = "the paper's int8 file"
-    table = markdown(shapes, latency, reference) + f"\nHost: {cpu_label(host)}.\n"
     costs = {label: {k: v for k, v in about.items() if k != "path"} for label, about in shapes.items()}
-    out = save_results(args.out, "shapes", table, {"shapes": costs, "latency_ms": latency, "host": host})
-    plot(latency, out / "shapes.png", reference, cpu_label(host), title="edgefer: what a shape costs in int8")
+    table = markdown(shapes, latency, reference)
+    result = {"shapes": costs, "latency_ms": latency}
+    save_timed(args.out, "shapes", table, result, latency, reference, title="edgefer: what a shape costs in int8")
     return 0
 
 
