@@ -538,6 +538,28 @@ def test_a_single_view_network_starts_as_a_mirrored_ones_trunk(fer2013: Path) ->
     assert build("edgefer-factored").count_params() == build("edgefer-mirror-full").count_params()
 
 
+def test_a_plain_network_starts_a_mirrored_pair_of_its_own_shape_unchanged(fer2013: Path) -> None:
+    """edgefer-dense-mirror starts from a trained edgefer-dense: its trunk takes every weight as it
+    is, so the pair's first answer is the source's mean over the face and its mirror image."""
+    from edgefer.train.models import build, dense_cnn, mirrored
+    from edgefer.train.trainer import grow_from
+
+    src = dense_cnn(widths=(32, 64), convs=(1, 2), name="edgefer-dense")
+    rng = np.random.default_rng(8)
+    for layer in src.layers:  # small enough that the softmax does not saturate
+        if layer.weights and not layer.name.endswith("bn"):
+            layer.set_weights([rng.normal(0, 0.1, a.shape).astype(np.float32) for a in layer.get_weights()])
+    pair = mirrored(dense_cnn(widths=(32, 64), convs=(1, 2), name="trunk"), "edgefer-dense-mirror")
+    assert grow_from(src, pair) == []
+    x = load_fer2013(fer2013, "test", limit_per_class=5).images.astype(np.float32)[..., None] / 255.0
+    one, other = src.predict(x, verbose=0), src.predict(x[:, :, ::-1], verbose=0)
+    assert not np.allclose(one, other, atol=1e-3)  # the source is not mirror-symmetric
+    assert np.allclose(pair.predict(x, verbose=0), (one + other) / 2, atol=1e-5)
+    full = build("edgefer-dense-mirror")
+    assert full.count_params() == build("edgefer-dense").count_params()
+    assert [w.shape for w in full.get_layer("trunk").weights] == [w.shape for w in build("edgefer-dense").weights]
+
+
 def test_a_cropped_network_reads_only_the_face_centre(fer2013: Path, tmp_path: Path) -> None:
     """The crop is the network's first layer: the file still takes 48x48 faces, a border pixel
     cannot move the answer and a central one can, the weights are those of the uncropped

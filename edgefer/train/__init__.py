@@ -16,4 +16,5 @@ ARCHITECTURES = (
     "edgefer-mirror-crop",
     "edgefer-factored",
     "edgefer-dense",
+    "edgefer-dense-mirror",
 )

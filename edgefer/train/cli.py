@@ -26,7 +26,9 @@ def parser() -> argparse.ArgumentParser:
         "edgefer-se: edgefer with channel gates; edgefer-mirror: a narrower edgefer run on the face and its mirror; "
         "edgefer-mirror-full: the same at full width, its stage-opening convs factored; "
         "edgefer-mirror-crop: edgefer-mirror-full on the face's central 40x40; "
-        "edgefer-factored: that trunk alone, one view per face",
+        "edgefer-factored: that trunk alone, one view per face; "
+        "edgefer-dense: dense 3x3 convs from 24 px down, fast where int8 dot products are; "
+        "edgefer-dense-mirror: edgefer-dense trained on the face and its mirror",
     )
     p.add_argument("--data-dir", help="folder holding train/ and test/, or fer2013.csv")
     p.add_argument("--out", help="run folder for checkpoints and figures (default runs/<arch>)")

@@ -40,6 +40,9 @@ dense convs several times cheaper. Here every layer is a dense 3x3 conv on chann
 of 32, the first one strided so that nothing runs at 48 px (a one-channel conv there is bound by
 its pixels, not its arithmetic): 64 MFLOPs in 8 convs, 18 operations in its int8 file against the
 edgefer trunk's 31, so it is cheap by FLOPs and by operation count alike.
+``edgefer-dense-mirror`` is that network trained as a mirrored pair, as stage 13 trained the
+edgefer trunk: a trunk taught to be averaged with its mirror image gains more from the mirror
+pass the daemon makes when unsure than one trained alone.
 """
 
 from __future__ import annotations
@@ -279,6 +282,8 @@ def build(name: str) -> keras.Model:
         return edgefer_cnn(rank=3, name=name)
     if name == "edgefer-dense":
         return dense_cnn()
+    if name == "edgefer-dense-mirror":
+        return mirrored(dense_cnn(name="trunk"), name)
     raise ValueError(f"unknown architecture {name!r} (known: {', '.join(ARCHITECTURES)})")
 
 

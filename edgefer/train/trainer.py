@@ -538,7 +538,9 @@ def start_from(model, recipe: Recipe, log=print) -> None:
         new = grow_from(src, model, source=recipe.init_from)
         blocks = sorted({name.rsplit("_", 1)[0] for name in new})
         grown = f"; new layers in {', '.join(blocks)}, starting as no change" if blocks else ""
-        if _narrows(src, model) and _factored(model):
+        if _narrows(src, model) and _same_shape(src, model.get_layer("trunk")):
+            grown = "; as the mirrored pair's trunk, unchanged"
+        elif _narrows(src, model) and _factored(model):
             grown = "; each stage's opening conv factored into the trunk's rank by a truncated SVD"
         elif _narrows(src, model):
             grown = "; narrowed to the trunk's width, keeping each channel set's most scaled channels"
@@ -561,6 +563,16 @@ def _unwraps(src, dst) -> bool:
     from edgefer.train.models import trunk_of
 
     return trunk_of(src) is not None and trunk_of(dst) is None
+
+
+def _same_shape(src, dst) -> bool:
+    """Whether ``src`` and ``dst`` have the same weighted layers with the same weights' shapes:
+    a plain network that becomes a mirrored pair's trunk unchanged (edgefer-dense-mirror)."""
+    shapes = [
+        {layer.name: [w.shape for w in layer.get_weights()] for layer in net.layers if layer.weights}
+        for net in (src, dst)
+    ]
+    return shapes[0] == shapes[1]
 
 
 def _factored(dst) -> bool:
@@ -625,7 +637,10 @@ def grow_from(src, dst, source: str = "the source model") -> list[str]:
     if _unwraps(src, dst):
         src = src.get_layer("trunk")
     if _narrows(src, dst):
-        (factor_into if _factored(dst) else narrow_into)(src, dst.get_layer("trunk"), source)
+        trunk = dst.get_layer("trunk")
+        if _same_shape(src, trunk):
+            return grow_from(src, trunk, source)
+        (factor_into if _factored(dst) else narrow_into)(src, trunk, source)
         return []
     theirs = {layer.name: layer for layer in src.layers if layer.weights}
     ours = {layer.name: layer for layer in dst.layers if layer.weights}
