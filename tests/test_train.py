@@ -4,6 +4,8 @@ the architectures' budgets. Full training is not run here."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -640,18 +642,20 @@ def test_the_cli_refuses_shares_it_cannot_use(capsys: pytest.CaptureFixture[str]
 def test_scoring_teachers_measures_each_alone_together_and_where_the_other_fails(few_faces: Path, capsys) -> None:
     """The figures that decide whether a teacher joins the ensemble, on the shipped models:
     each flip-averaged, their mean, and each one's accuracy on the other's mistakes."""
-    import keras
 
     from edgefer.train import cli
-    from edgefer.train.trainer import Recipe, predict_probs, train_and_validation
+    from edgefer.train.trainer import Recipe, load_teacher, predict_probs, train_and_validation
     from tests.conftest import MODELS
 
     specs = [str(MODELS / "edgefer.keras"), str(MODELS / "paper.keras")]
     argv = ["--score-teachers", *specs, "--data-dir", str(few_faces), "--val-fraction", "0.5"]
-    assert cli.main(argv) == 0  # half of 160 faces: enough for the figures to tell flips apart
-    out = capsys.readouterr().out
+    # its own process, as a user runs it: the shipped network is a mirrored pair, whose layers
+    # must load with nothing else imported before
+    run = subprocess.run([sys.executable, "-m", "edgefer.train.cli", *argv], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]  # half of 160 faces: enough to tell flips apart
+    out = run.stdout
     _, va = train_and_validation(Recipe(val_fraction=0.5), str(few_faces))
-    probs = [predict_probs(keras.models.load_model(s, compile=False), va.images, flip_average=True) for s in specs]
+    probs = [predict_probs(load_teacher(s)[0], va.images, flip_average=True) for s in specs]
     right = [p.argmax(1) == va.labels for p in probs]
     assert f"{specs[0]}: flip-averaged validation {right[0].mean():.4f}" in out
     assert f"{specs[1]}: flip-averaged validation {right[1].mean():.4f}" in out

@@ -130,6 +130,8 @@ def load_teacher(spec: str) -> tuple:
     four classes (a seven-class FER2013 model keeps four)."""
     import keras
 
+    import edgefer.train.models  # noqa: F401  (registers the layers a mirrored teacher is saved with)
+
     signed = spec.endswith(":signed") and not Path(spec).exists()
     path = spec.removesuffix(":signed") if signed else spec
     if not Path(path).exists():
