@@ -639,10 +639,9 @@ def test_the_cli_refuses_shares_it_cannot_use(capsys: pytest.CaptureFixture[str]
     assert "--transfer-faces: federated clients train on their own labelled faces only" in capsys.readouterr().err
 
 
-def test_scoring_teachers_measures_each_alone_together_and_where_the_other_fails(few_faces: Path, capsys) -> None:
+def test_scoring_teachers_measures_each_alone_together_and_where_the_other_fails(few_faces: Path) -> None:
     """The figures that decide whether a teacher joins the ensemble, on the shipped models:
     each flip-averaged, their mean, and each one's accuracy on the other's mistakes."""
-
     from edgefer.train import cli
     from edgefer.train.trainer import Recipe, load_teacher, predict_probs, train_and_validation
     from tests.conftest import MODELS
