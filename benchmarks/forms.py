@@ -114,11 +114,11 @@ def files(
     paper's network in ``paper_path`` (if given) with the space-to-depth stem."""
     import keras
 
-    import edgefer.train.models  # noqa: F401  (registers the mirrored layers)
     from edgefer.datasets import find_root, load_fer2013
     from edgefer.train.export import calibration_sample, runtime_graph, to_tflite
+    from edgefer.train.models import load
 
-    model = keras.models.load_model(keras_path, compile=False)
+    model = load(keras_path)
     trunk = model.get_layer("trunk")
     train = load_fer2013(find_root(data_dir), "train", limit_per_class=200)
     calibration = calibration_sample(train.images, train.labels)
@@ -141,7 +141,7 @@ def files(
         "one view, full convs, space-to-depth stem": (blocked_stem(unfactored(trunk)), both, False),
     }
     if paper_path is not None:
-        paper = keras.models.load_model(paper_path, compile=False)
+        paper = load(paper_path)
         jobs["paper, space-to-depth stem"] = (space_to_depth_stem(paper, "fb1_conv", "fb1_pool"), calibration, False)
     out = {}
     for i, (name, (net, faces, rewrite)) in enumerate(jobs.items()):

@@ -780,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        import keras
+        from edgefer.train.models import load  # Keras, which the train extra brings
     except ImportError:
         _err("needs the train extra: pip install 'edgefer[train]'")
         return 2
@@ -790,10 +790,8 @@ def main(argv: list[str] | None = None) -> int:
     if not model_path.is_file():
         _err(f"{model_path}: no such model file")
         return 2
-    import edgefer.train.models  # noqa: F401  (registers the layers that mirrored networks are built of)
-
     try:
-        model = keras.models.load_model(model_path, compile=False)
+        model = load(model_path)
     except Exception as exc:  # Keras raises many types for a bad archive
         _err(f"{model_path}: cannot load model ({exc})")
         return 2

@@ -287,6 +287,13 @@ def build(name: str) -> keras.Model:
     raise ValueError(f"unknown architecture {name!r} (known: {', '.join(ARCHITECTURES)})")
 
 
+def load(path, compile: bool = False) -> keras.Model:
+    """A saved edgefer network (or a teacher). Every load goes through here so that the layers
+    mirrored networks are saved with (MirrorPair, FoldPair) are registered, which importing this
+    module does; a bare ``keras.models.load_model`` works only if something else imported it."""
+    return keras.models.load_model(path, compile=compile)
+
+
 def trunk_of(model: keras.Model) -> keras.Model | None:
     """The trunk a mirrored network (:func:`mirrored`) runs on both views, or None for a plain one."""
     nested = [layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name == "trunk"]

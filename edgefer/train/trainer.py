@@ -128,15 +128,13 @@ def load_teacher(spec: str) -> tuple:
     """A frozen teacher from ``PATH[:signed]`` with what it needs to label edgefer's faces:
     its input size, whether it wants [-1, 1] input, and which of its outputs are edgefer's
     four classes (a seven-class FER2013 model keeps four)."""
-    import keras
-
-    import edgefer.train.models  # noqa: F401  (registers the layers a mirrored teacher is saved with)
+    from edgefer.train.models import load
 
     signed = spec.endswith(":signed") and not Path(spec).exists()
     path = spec.removesuffix(":signed") if signed else spec
     if not Path(path).exists():
         raise SystemExit(f"teacher {path}: no such file")
-    model = keras.models.load_model(path, compile=False)
+    model = load(path)
     model.trainable = False
     n = model.output_shape[-1]
     if n == len(FER7):
@@ -324,7 +322,7 @@ def train(
     import keras
 
     from edgefer.train import export
-    from edgefer.train.models import build, count_flops
+    from edgefer.train.models import build, count_flops, load
 
     if recipe.quant_aware:
         from edgefer.train import quant  # registers its layer before a checkpoint is loaded
@@ -354,7 +352,7 @@ def train(
         check_resumable(state.get("recipe", {}), recipe, state_path)
         state["recipe"] = asdict(recipe)
     if ckpt.exists() and state:
-        model = keras.models.load_model(ckpt)
+        model = load(ckpt, compile=True)
         log(f"resuming from {ckpt} after epoch {state['epoch']}")
     else:
         model = build(recipe.arch)
@@ -435,13 +433,11 @@ def soup(
     best ingredient on validation; otherwise that ingredient ships. ``recipe`` gives the
     validation cut and the warps; its architecture is the ingredients'.
     """
-    import keras
-
-    from edgefer.train.models import ARCHITECTURES
+    from edgefer.train.models import ARCHITECTURES, load
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    models = [keras.models.load_model(path, compile=False) for path in ingredients]
+    models = [load(path) for path in ingredients]
     arch = models[0].name
     if arch not in ARCHITECTURES:
         raise SystemExit(f"{ingredients[0]}: a {arch!r} model, not one of {', '.join(ARCHITECTURES)}")
@@ -534,9 +530,9 @@ def start_from(model, recipe: Recipe, log=print) -> None:
     """Load ``recipe.init_from``'s weights into a freshly built ``model``: fine-tuning, or
     growing a model by more residual blocks (see :func:`grow_from`)."""
     if recipe.init_from:
-        import keras
+        from edgefer.train.models import load
 
-        src = keras.models.load_model(recipe.init_from, compile=False)
+        src = load(recipe.init_from)
         new = grow_from(src, model, source=recipe.init_from)
         blocks = sorted({name.rsplit("_", 1)[0] for name in new})
         grown = f"; new layers in {', '.join(blocks)}, starting as no change" if blocks else ""
@@ -571,7 +567,7 @@ def _same_shape(src, dst) -> bool:
     """Whether ``src`` and ``dst`` have the same weighted layers with the same weights' shapes:
     a plain network that becomes a mirrored pair's trunk unchanged (edgefer-dense-mirror)."""
     shapes = [
-        {layer.name: [w.shape for w in layer.get_weights()] for layer in net.layers if layer.weights}
+        {layer.name: [tuple(w.shape) for w in layer.weights] for layer in net.layers if layer.weights}
         for net in (src, dst)
     ]
     return shapes[0] == shapes[1]
@@ -826,17 +822,15 @@ def finalize(run_dir: str | Path, data_dir: str | None, export_to: str | Path | 
     Separate from :func:`train` so a run's files can be rebuilt (or a run stopped early
     exported) without training again: ``edgefer-train --finalize --out RUN``.
     """
-    import keras
-
     from edgefer.train import plots
-    from edgefer.train.models import count_flops
+    from edgefer.train.models import count_flops, load
 
     out = Path(run_dir)
     state = json.loads((out / "state.json").read_text())
     recipe = Recipe(**state["recipe"])
     # Uncompiled: a .keras file keeps the optimizer of a compiled model (Keras 3 has no
     # include_optimizer for it), which would triple the size of the model exported below.
-    model = keras.models.load_model(out / "best.keras", compile=False)
+    model = load(out / "best.keras")
     tr, va = train_and_validation(recipe, data_dir)
     if not len(va):  # a refit: no faces left to tell whether recomputed statistics are better
         precise, validation = {"kept": False, "skipped": "no validation part"}, None
