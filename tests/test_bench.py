@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import shutil
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +23,7 @@ from edgefer.bench import composite_clip, composite_frames, main, render
 from edgefer.classifier import Classifier, read_labels
 from edgefer.cli import bench_main
 from edgefer.datasets import FER2013_CLASSES, load_fer2013
-from edgefer.metrics import paired, sign_test_p
+from edgefer.metrics import paired, paired_lower_bound, sign_test_p
 from tests.conftest import MODELS
 
 EDGEFER_MODELS = [MODELS / "edgefer-float32.tflite", MODELS / "edgefer-int8.tflite"]
@@ -305,8 +306,22 @@ def test_paired_counts_only_the_faces_that_tell_two_models_apart() -> None:
     p = paired(truth, a, b)
     assert (p["n"], p["only_a_right"], p["only_b_right"], p["both_right"]) == (6, 2, 2, 2)
     assert p["sign_test_p"] == 1.0
+    assert (p["difference"], p["difference_lower_95"]) == (0.0, pytest.approx(-1.645 * 2 / 6))
     with pytest.raises(ValueError, match="different lengths"):
         paired(truth, a, b[:3])
+
+
+def test_the_paired_lower_bound_is_evidence_of_a_small_loss_not_the_absence_of_evidence() -> None:
+    """A rule "not worse by more than d" passes on a bound above -d. A tenth of 2,000 faces
+    with 100 / 80 faces right only for one classifier bounds a 1-point gain at -0.1 points."""
+    bound = paired_lower_bound(100, 80, 2000)
+    assert bound == pytest.approx(0.01 - 1.645 * math.sqrt(180 - 20**2 / 2000) / 2000)
+    assert -0.0011 < bound < -0.001
+    assert paired_lower_bound(1000, 800, 20000) > bound  # the same gain on ten times the faces
+    assert paired_lower_bound(80, 100, 2000) < -0.01  # a loss is bounded below the loss itself
+    assert paired_lower_bound(0, 0, 50) == 0.0  # identical answers: no loss at all
+    with pytest.raises(ValueError, match="sum <= n"):
+        paired_lower_bound(6, 6, 10)
 
 
 def test_int8_instructions_are_read_from_cpuinfo() -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from edgefer.classifier import Classifier
 from edgefer.datasets import load_fer2013
+from edgefer.metrics import paired_lower_bound
 
 pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.train
@@ -683,6 +684,27 @@ def test_paired_comparison_scores_two_shipped_files_on_validation(few_faces: Pat
     only = int((right[0] & ~right[1]).sum()), int((~right[0] & right[1]).sum())
     assert only != (0, 0)  # the two networks disagree somewhere on 80 faces
     assert f"right only on one: {only[0]} (first) / {only[1]} (second)" in out
+    # As the daemon runs them: the first mirrors the faces it is unsure of, the second none, and
+    # the verdict of a non-inferiority rule follows the paired bound on those same answers.
+    margin = 0.12
+    args = ["--paired", *files, "--data-dir", str(few_faces), "--val-fraction", "0.5", "--margins", str(margin), "0"]
+    assert cli.main([*args, "--non-inferior", "1"]) == 0
+    out = capsys.readouterr().out
+    daemon = Classifier(files[0], threads=1, flip_average=True, flip_margin=margin)
+    right[0] = daemon.predict_labels(va.images) == va.labels
+    assert 0 < daemon.faces_mirrored < len(va)  # the margin splits these faces, so the test tells the two paths apart
+    assert f"mirrored under margin {margin:g} ({daemon.faces_mirrored} faces)" in out
+    only = int((right[0] & ~right[1]).sum()), int((~right[0] & right[1]).sum())
+    assert f"right only on one: {only[0]} (first) / {only[1]} (second)" in out
+    bound = paired_lower_bound(*only, len(va))
+    assert f"95 % lower bound {100 * bound:+.2f}" in out
+    assert f"non-inferiority by 1 points: {'shown' if bound > -0.01 else 'not shown'}" in out
+    assert cli.main([*args, "--non-inferior", "100"]) == 0  # any loss up to 100 points is no loss at all
+    assert "non-inferiority by 100 points: shown" in capsys.readouterr().out
+    assert cli.main([*args[:-3], "--margins", "0.12", "2"]) == 2
+    assert "--margins 2.0" in capsys.readouterr().err
+    assert cli.main(["--non-inferior", "1", "--data-dir", str(few_faces)]) == 2
+    assert "go with --paired" in capsys.readouterr().err
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(b"not a model")
     assert cli.main(["--paired", files[0], str(broken), "--data-dir", str(few_faces)]) == 2

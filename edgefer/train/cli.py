@@ -64,6 +64,21 @@ def parser() -> argparse.ArgumentParser:
         help="score two model files on the validation faces (--val-fraction, --seed) and print the faces only "
         "one gets right with an exact sign test; trains nothing",
     )
+    p.add_argument(
+        "--margins",
+        nargs=2,
+        type=float,
+        metavar="MARGIN",
+        help="with --paired: run each file as the daemon does, mirroring a face when its two likeliest "
+        "emotions lie within MARGIN (classifier.flip_margin; 0 never, 1 always); default: one view alone",
+    )
+    p.add_argument(
+        "--non-inferior",
+        type=float,
+        metavar="POINTS",
+        help="with --paired: say whether the first file is shown to be at most POINTS accuracy points below "
+        "the second (the one-sided 95 %% lower bound of the paired difference above -POINTS)",
+    )
     p.add_argument("--plot", metavar="PNG", help="with --compare: PublicTest accuracy against the number of clients")
     defaults = Recipe()
     special = {
@@ -205,11 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     if recipe.transfer_faces and (args.federated or args.flower_app):
         print("--transfer-faces: federated clients train on their own labelled faces only", file=sys.stderr)
         return 2
+    if (args.margins or args.non_inferior is not None) and not args.paired:
+        print("--margins and --non-inferior go with --paired", file=sys.stderr)
+        return 2
     if args.paired:
         from edgefer.train.compare import paired_on_validation
 
         try:
-            paired_on_validation(args.paired, recipe, args.data_dir, log=_log)
+            paired_on_validation(
+                args.paired, recipe, args.data_dir, log=_log, margins=args.margins, non_inferior=args.non_inferior
+            )
         except ValueError as e:
             print(f"edgefer-train: {e}", file=sys.stderr)
             return 2

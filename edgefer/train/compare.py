@@ -140,13 +140,23 @@ def compare(paths: list[str], plot: str | None = None) -> str:
     return markdown_table(rows)
 
 
-def paired_on_validation(files: list[str], recipe: Any, data_dir: str | None, log=print) -> dict[str, Any]:
+def paired_on_validation(
+    files: list[str],
+    recipe: Any,
+    data_dir: str | None,
+    log=print,
+    margins: list[float] | None = None,
+    non_inferior: float | None = None,
+) -> dict[str, Any]:
     """Two exported model files scored on the faces the recipe holds out for validation, and
     the faces only one of them gets right with the sign test on them.
 
     Keep-or-ship rules compare a new run with the shipped one. On the two accuracies alone a
     half-point gap on 2,100 faces is within run-to-run noise; the paired counts say whether it
-    is, before the test split is ever looked at.
+    is, before the test split is ever looked at. ``margins`` runs each file as the daemon does
+    (its mirror image only when unsure), since that, not one view, is what would ship; with
+    ``non_inferior`` the verdict of a "not worse by more than so many points" rule is printed,
+    so a rule written before a run is settled by one command rather than by hand.
     """
     from edgefer.classifier import Classifier, ModelError
     from edgefer.metrics import paired
@@ -154,20 +164,32 @@ def paired_on_validation(files: list[str], recipe: Any, data_dir: str | None, lo
 
     if len(files) != 2:
         raise ValueError(f"--paired takes two model files, got {len(files)}")
+    for m in margins or []:
+        if not 0 <= m <= 1:
+            raise ValueError(f"--margins {m}: a probability gap, from 0 (never mirror) to 1 (always)")
+    if non_inferior is not None and non_inferior < 0:
+        raise ValueError(f"--non-inferior {non_inferior}: a loss in accuracy points, at least 0")
+    options = [{"flip_average": True, "flip_margin": m} for m in margins] if margins else [{}, {}]
     try:
-        models = [Classifier(path, threads=1) for path in files]
+        models = [Classifier(path, threads=1, **o) for path, o in zip(files, options, strict=True)]
     except ModelError as e:
         raise ValueError(str(e)) from None
     _, va = train_and_validation(recipe, data_dir)
     if not len(va):
         raise ValueError("--val-fraction 0 leaves no validation faces to compare on")
-    preds = [m.predict(va.images).argmax(1) for m in models]
+    preds = [m.predict_labels(va.images) for m in models]
     result = {"files": list(files), "accuracy": [float(np.mean(p == va.labels)) for p in preds]}
     result.update(paired(va.labels, *preds))  # "n" is the number of validation faces
-    for path, acc in zip(files, result["accuracy"], strict=True):
-        log(f"{path}: validation {100 * acc:.2f} % of {len(va)} faces")
+    for path, acc, model in zip(files, result["accuracy"], models, strict=True):
+        how = f", mirrored under margin {model.flip_margin:g} ({model.faces_mirrored} faces)" if margins else ""
+        log(f"{path}: validation {100 * acc:.2f} % of {len(va)} faces{how}")
     log(
         f"right only on one: {result['only_a_right']} (first) / {result['only_b_right']} (second); "
-        f"sign test p = {result['sign_test_p']:.3g}"
+        f"sign test p = {result['sign_test_p']:.3g}; first minus second {100 * result['difference']:+.2f} points, "
+        f"95 % lower bound {100 * result['difference_lower_95']:+.2f}"
     )
+    if non_inferior is not None:
+        result["non_inferior"] = result["difference_lower_95"] > -non_inferior / 100
+        verdict = "shown" if result["non_inferior"] else "not shown"
+        log(f"non-inferiority by {non_inferior:g} points: {verdict}")
     return result
