@@ -336,3 +336,24 @@ def test_int8_instructions_are_read_from_cpuinfo() -> None:
     host = {"cpu_model": "Cortex-A72", "int8_features": ["asimd"]}
     assert bench.cpu_label(host) == "Cortex-A72 (int8 instructions: asimd)"
     assert bench.cpu_label({"cpu_model": "old result"}) == "old result"
+
+
+def test_the_emulated_timing_script_times_real_files_and_renders_their_ratios(tmp_path: Path, capsys) -> None:
+    """Run natively here on the shipped files (under qemu it runs as other CPUs): every file is
+    timed in every round, and the table gives each as a multiple of the first."""
+    from benchmarks import emulated_time
+
+    files = [str(MODELS / "paper-int8.tflite"), str(MODELS / "edgefer-int8.tflite")]
+    out = tmp_path / "here.json"
+    assert emulated_time.main([*files, "--cpu", "here", "--faces", "3", "--rounds", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["files"] == files and [len(result["ms"][f]) for f in files] == [2, 2]
+    assert all(t > 0 for f in files for t in result["ms"][f])
+    ratio = np.mean(result["ms"][files[1]]) / np.mean(result["ms"][files[0]])
+    capsys.readouterr()
+    assert emulated_time.main(["--render", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| here |" in table and f"x{ratio:.2f}" in table and "paper-int8.tflite" in table
+    with pytest.raises(SystemExit):
+        emulated_time.main([files[0], str(tmp_path / "gone.tflite")])
+    assert "gone.tflite" in capsys.readouterr().err

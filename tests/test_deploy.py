@@ -204,8 +204,8 @@ def test_unit_sandbox_keeps_the_camera_reachable():
 
 
 def test_shell_scripts_are_shellcheck_clean():
-    scripts = sorted((REPO / "deploy").glob("*.sh"))
-    assert INSTALLER in scripts
+    scripts = sorted([*(REPO / "deploy").glob("*.sh"), *(REPO / "benchmarks").glob("*.sh"), REPO / ".ci" / "run"])
+    assert INSTALLER in scripts and REPO / "benchmarks" / "emulated.sh" in scripts
     result = subprocess.run(
         [need("shellcheck"), *map(str, scripts)], capture_output=True, text=True, cwd=REPO, timeout=120
     )
