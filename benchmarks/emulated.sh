@@ -76,4 +76,4 @@ for cpu in cortex-a72 cortex-a76; do
     results+=("$out/arm-$cpu.json")
 done
 
-"$python" "$here/emulated_time.py" --render "${results[@]}" | tee "$out/emulated.md"
+"$python" "$here/emulated_time.py" --render "${results[@]}" --plot "$out/emulated.png" | tee "$out/emulated.md"

@@ -74,6 +74,11 @@ def aarch64_features() -> list[str]:
     return [n for n, on in (("asimd", hwcap >> 1 & 1), ("asimddp", hwcap >> 20 & 1), ("i8mm", hwcap2 >> 13 & 1)) if on]
 
 
+def _means(result: dict) -> list[float]:
+    """Mean milliseconds per face of each file, in the order the files were given."""
+    return [float(np.mean(result["ms"][f])) for f in result["files"]]
+
+
 def render(results: list[dict]) -> str:
     """One Markdown table: a row per emulated CPU, a column per file as a share of the first
     file's time (the reference), the reference's emulated time for scale."""
@@ -81,10 +86,34 @@ def render(results: list[dict]) -> str:
     head = "| emulated CPU | int8 instructions | " + " | ".join(f"{f}" for f in files) + " |"
     rows = [head, "|" + "---|" * (len(files) + 2)]
     for r in results:
-        means = [float(np.mean(v)) for v in r["ms"].values()]
+        means = _means(r)
         cells = [f"{means[0]:.1f} ms (1.00)"] + [f"x{m / means[0]:.2f}" for m in means[1:]]
         rows.append(f"| {r['cpu']} | {', '.join(r['features']) or r['note']} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def plot(results: list[dict], path: str) -> None:
+    """Bars of each file's time as a share of the reference's, one group per emulated CPU."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = [Path(f).stem for f in results[0]["files"]]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / len(files)
+    for k, name in enumerate(files):
+        shares = [_means(r)[k] / _means(r)[0] for r in results]
+        ax.bar(np.arange(len(results)) + (k - (len(files) - 1) / 2) * width, shares, width, label=name)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(results)), [r["cpu"] for r in results])
+    ax.set_ylabel(f"time per face, x {files[0]}")
+    ax.set_title("int8 files under emulated CPUs (ratios only; qemu-user)")
+    ax.set_ylim(0, 1.3)  # room above the bars for the legend
+    ax.legend(fontsize=8, ncol=len(files), loc="upper center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,9 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--json", help="write the figures here")
     p.add_argument("--render", nargs="+", metavar="JSON", help="print the table of saved results and exit")
+    p.add_argument("--plot", metavar="PNG", help="with --render: also draw the ratios (needs matplotlib)")
     args = p.parse_args(argv)
     if args.render:
-        print(render([json.loads(Path(f).read_text()) for f in args.render]))
+        saved = [json.loads(Path(f).read_text()) for f in args.render]
+        print(render(saved))
+        if args.plot:
+            plot(saved, args.plot)
         return 0
     if len(args.files) < 2:
         p.error("give at least two model files: the reference, then those timed against it")

@@ -351,8 +351,9 @@ def test_the_emulated_timing_script_times_real_files_and_renders_their_ratios(tm
     assert all(t > 0 for f in files for t in result["ms"][f])
     ratio = np.mean(result["ms"][files[1]]) / np.mean(result["ms"][files[0]])
     capsys.readouterr()
-    assert emulated_time.main(["--render", str(out)]) == 0
+    assert emulated_time.main(["--render", str(out), "--plot", str(tmp_path / "e.png")]) == 0
     table = capsys.readouterr().out
+    assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
     assert "| here |" in table and f"x{ratio:.2f}" in table and "paper-int8.tflite" in table
     with pytest.raises(SystemExit):
         emulated_time.main([files[0], str(tmp_path / "gone.tflite")])
