@@ -34,7 +34,7 @@ def test_shipped_models_give_probabilities_in_label_order(path: Path, sample) ->
 
 
 def test_shipped_int8_files_are_quantized_and_small() -> None:
-    for name in ("edgefer", "paper"):
+    for name in ("edgefer", "edgefer-dense", "paper"):
         f32, i8 = MODELS / f"{name}-float32.tflite", MODELS / f"{name}-int8.tflite"
         if not f32.exists():
             continue

@@ -188,7 +188,7 @@ def test_a_resumed_run_may_change_only_when_it_stops() -> None:
         check_resumable(saved, Recipe(epochs=50, patience=40, mixup=0.4))
 
 
-@pytest.mark.parametrize("arch", ["edgefer", "paper"])
+@pytest.mark.parametrize("arch", ["edgefer", "edgefer-dense", "paper"])
 def test_shipped_files_agree_with_their_keras_model(arch: str, fer2013: Path) -> None:
     """The runtime reproduces the committed Keras model on real FER2013 test faces."""
     import keras
