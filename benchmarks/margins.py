@@ -46,16 +46,12 @@ def score(model: Path, faces: np.ndarray, labels: np.ndarray, margins=MARGINS) -
     return out
 
 
-def time_margins(
-    model: Path, reference: Path, faces: np.ndarray, margins=MARGINS, rounds: int = 5, log=print
-) -> dict[str, dict]:
-    """Mean time per face (ms) of each margin's whole call and of the reference file alone,
-    every lane timed over the same faces in every round; round 0 warms up and is dropped."""
+def time_lanes(lanes: dict, faces: np.ndarray, rounds: int = 5, log=print) -> dict[str, dict]:
+    """Mean time per face (ms) of each classifier's whole call, every lane timed over the same
+    faces in every round so that their ratios hold while the machine does other work; round 0
+    warms up and is dropped."""
     from edgefer.bench import latency_stats
-    from edgefer.classifier import Classifier
 
-    lanes = {f"{m:g}": Classifier(model, threads=1, flip_average=True, flip_margin=m) for m in margins}
-    lanes["reference"] = Classifier(reference, threads=1)
     per_round: dict[str, list[float]] = {name: [] for name in lanes}
     for r in range(rounds + 1):
         for name, clf in lanes.items():
@@ -64,8 +60,19 @@ def time_margins(
                 clf.predict(face[None])
             if r:
                 per_round[name].append((time.perf_counter() - start) / len(faces) * 1000)
-        log(f"margins: round {r}/{rounds}")
+        log(f"timing: round {r}/{rounds}")
     return {name: latency_stats(ms) for name, ms in per_round.items()}
+
+
+def time_margins(
+    model: Path, reference: Path, faces: np.ndarray, margins=MARGINS, rounds: int = 5, log=print
+) -> dict[str, dict]:
+    """Each margin's lane and the reference file alone, timed in the same rounds."""
+    from edgefer.classifier import Classifier
+
+    lanes = {f"{m:g}": Classifier(model, threads=1, flip_average=True, flip_margin=m) for m in margins}
+    lanes["reference"] = Classifier(reference, threads=1)
+    return time_lanes(lanes, faces, rounds=rounds, log=log)
 
 
 def markdown(scores: dict[float, dict], times: dict[str, dict], reference: str) -> str:
