@@ -11,7 +11,7 @@
 #   FRAMES       frames per pipeline run (default 300, 20 s at 15 fps)
 #   NICE         niceness of every run (default 0; raise it on a shared machine)
 #   FLIP         the daemon's classifier.flip_margin, to time each model as the daemon runs it
-#                too (default 0.12, the daemon's default)
+#                too (default 0.14, the daemon's default)
 set -euo pipefail
 
 data=${1:?usage: benchmarks/run_all.sh DATA_DIR [OUT_DIR]}
@@ -20,7 +20,7 @@ py=${PYTHON:-.venv/bin/python}
 sweep=${SWEEP:-1,2,3,4}
 frames=${FRAMES:-300}
 nice_level=${NICE:-0}
-flip=${FLIP:-0.12}
+flip=${FLIP:-0.14}
 mkdir -p "$out"
 
 bench() {

@@ -35,7 +35,7 @@ from edgefer.store import Item, Store
 
 log = logging.getLogger("edgefer")
 PACKAGE_MODELS = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_MODEL = "edgefer-int8.tflite"
+DEFAULT_MODEL = "edgefer-dense-int8.tflite"
 
 
 def model_search_path() -> list[Path]:

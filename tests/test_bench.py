@@ -24,6 +24,7 @@ from edgefer.classifier import Classifier, read_labels
 from edgefer.cli import bench_main
 from edgefer.datasets import FER2013_CLASSES, load_fer2013
 from edgefer.metrics import paired, paired_lower_bound, sign_test_p
+from edgefer.service import DEFAULT_MODEL
 from tests.conftest import MODELS
 
 EDGEFER_MODELS = [MODELS / "edgefer-float32.tflite", MODELS / "edgefer-int8.tflite"]
@@ -222,7 +223,7 @@ def test_pipeline_mode_breaks_down_stages_and_paces(fer2013: Path, tmp_path: Pat
     assert result["mode"] == "pipeline"
     assert result["source"]["frames"] == 16 and result["source"]["size"] == [640, 480]
     assert result["source"]["decode_included_in_stages"] is False
-    assert [m["name"] for m in result["models"]] == ["edgefer-int8"]
+    assert [m["name"] for m in result["models"]] == [Path(DEFAULT_MODEL).stem]  # the daemon's default model
     every1, every4 = result["variants"]
     assert (every1["detector"], every1["detect_every"], every4["detect_every"]) == ("haar", 1, 4)
     for v in (every1, every4):

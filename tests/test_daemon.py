@@ -18,6 +18,7 @@ import pytest
 from edgefer import LABELS
 from edgefer.classifier import Classifier
 from edgefer.datasets import load_fer2013
+from edgefer.service import DEFAULT_MODEL
 from tests.conftest import MODELS, Broker, Collector
 from tests.daemon_helpers import (
     Daemon,
@@ -54,7 +55,7 @@ def test_finite_clip_counts_match_labels_and_availability(broker: Broker, clip, 
     assert final["faces"] >= 0.5 * len(labels), "Haar should find most composited faces"
     # The published mix matches the true mix within what the classifier gets wrong.
     faces = load_fer2013(fer2013, "test", limit_per_class=8)
-    acc = float((Classifier(MODELS / "edgefer-int8.tflite").predict(faces.images).argmax(1) == faces.labels).mean())
+    acc = float((Classifier(MODELS / DEFAULT_MODEL).predict(faces.images).argmax(1) == faces.labels).mean())
     truth = np.bincount(labels, minlength=4) / len(labels)
     assert counts.sum() >= 0.5 * final["faces"], "most faces should be classified with confidence"
     shown = counts / counts.sum()
@@ -186,7 +187,7 @@ def test_sighup_reload_good_bad_and_corrupt_model(broker: Broker, clip, tmp_path
         st = d.wait_status(state, lambda s: str(bad_model) in str((s.get("last_reload") or {}).get("error")))
         frames_then = st["frames"]
         d.wait_status(state, lambda s: s["frames"] > frames_then + 10)  # still running the old model
-        assert st["model"] == "edgefer-int8.tflite"
+        assert st["model"] == DEFAULT_MODEL
         # flip averaging is on by default, for the faces the model is unsure of: between one
         # and two inferences per face
         assert st["classified"] > 0 and 1 <= st["inferences_per_face"] <= 2

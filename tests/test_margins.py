@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from edgefer.classifier import Classifier
+from edgefer.config import ClassifierConfig
+from edgefer.service import DEFAULT_MODEL
 from tests.conftest import MODELS
 
 
@@ -57,8 +59,9 @@ def test_a_candidate_rule_is_settled_on_validation_faces_as_the_daemon_runs_each
 ) -> None:
     from benchmarks import candidate, margins
 
-    new, old = MODELS / "edgefer-dense-int8.tflite", MODELS / "edgefer-int8.tflite"
-    args = [str(new), "--default", str(old), "--data-dir", str(fer2013), "--limit-per-class", "300"]
+    # The previous default as a candidate against the daemon's default, at its default margin.
+    new, old = MODELS / "edgefer-int8.tflite", MODELS / DEFAULT_MODEL
+    args = [str(new), "--data-dir", str(fer2013), "--limit-per-class", "300"]
     args += ["--timed", "5", "--rounds", "2", "--non-inferior", "100", "--out", str(tmp_path), "--name", "x"]
     code = candidate.main(args)
     result = json.loads((tmp_path / "x-rule.json").read_text())
@@ -70,7 +73,8 @@ def test_a_candidate_rule_is_settled_on_validation_faces_as_the_daemon_runs_each
     # The paired counts are those of the two files run as the daemon runs them, computed apart.
     va = margins.validation_faces(str(fer2013), limit_per_class=300)
     a = Classifier(new, flip_average=True, flip_margin=m).predict_labels(va.images) == va.labels
-    b = Classifier(old, flip_average=True, flip_margin=0.12).predict_labels(va.images) == va.labels
+    default = Classifier(old, flip_average=True, flip_margin=ClassifierConfig().flip_margin)
+    b = default.predict_labels(va.images) == va.labels
     pair = result["paired_against_default"]
     assert (pair["only_candidate_right"], pair["only_default_right"]) == (int(np.sum(a & ~b)), int(np.sum(~a & b)))
     assert result["non_inferior_passed"]  # a 100-point margin admits any loss
