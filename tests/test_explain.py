@@ -225,6 +225,22 @@ def test_resolve_layer_prefers_relu_then_conv(keras_mod):
         ex.resolve_layer(model, "fb3")
 
 
+def test_default_blocks_are_fb1_to_fb3_else_the_last_relu_of_each_deepest_resolution(keras_mod):
+    from edgefer.train.models import dense_cnn, edgefer_cnn, paper_cnn
+
+    assert ex.default_blocks(paper_cnn()) == ["fb1", "fb2", "fb3"]
+    assert ex.default_blocks(edgefer_cnn(width=8)) == ["fb1", "fb2", "fb3"]
+    # edgefer-dense names stages, not fb blocks: the end of its 24, 12 and 6 px stages.
+    dense = dense_cnn()
+    assert ex.default_blocks(dense) == ["s2b", "s3c", "s4b"]
+    sizes = [dense.get_layer(ex.resolve_layer(dense, b)).output.shape[1] for b in ex.default_blocks(dense)]
+    assert sizes == [24, 12, 6]
+    inp = keras_mod.Input((8, 8, 1))
+    plain = keras_mod.Model(inp, keras_mod.layers.Conv2D(2, 3, name="c")(inp))
+    with pytest.raises(ValueError, match="pass --blocks"):
+        ex.default_blocks(plain)
+
+
 # ---------------------------------------------------------------------------------------------
 # The command, end to end on real faces
 # ---------------------------------------------------------------------------------------------

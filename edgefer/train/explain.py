@@ -413,6 +413,27 @@ def one_view(model: Any) -> Any:
     return model if trunk is None else trunk
 
 
+def default_blocks(model: Any) -> list[str]:
+    """The blocks explained when ``--blocks`` is not given: FB1-FB3 where the network names them
+    (paper, edgefer), else the last ReLU output at each of its three deepest resolutions.
+
+    The paper reads a map per stage of the network, coarse to fine; a network that names no
+    ``fb`` blocks (edgefer-dense: s2b, s3c, s4b at 24, 12 and 6 px) still has stages, and the
+    last activation of each is what the next stage sees."""
+    names = {layer.name for layer in model.layers}
+    if all(f"{b}_relu" in names or f"{b}_conv" in names or b in names for b in BLOCKS):
+        return list(BLOCKS)
+    last: dict[tuple[int, int], str] = {}
+    for layer in model.layers:
+        shape = getattr(layer, "output", None) is not None and layer.output.shape
+        if layer.name.endswith("_relu") and shape and len(shape) == 4:
+            last[(int(shape[1]), int(shape[2]))] = layer.name.removesuffix("_relu")
+    deepest = sorted(last, reverse=True)[-3:]
+    if not deepest:
+        raise ValueError(f"model {model.name!r} has no fb1-fb3 blocks and no <name>_relu layers: pass --blocks")
+    return [last[size] for size in deepest]
+
+
 def resolve_layer(model: Any, block: str) -> str:
     """Layer to explain for a block name: ``<block>_relu`` if present, else ``<block>_conv``, else
     ``block`` itself as a layer name, so both shipped architectures and custom ones work."""
@@ -741,7 +762,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder holding test/<class>/*.jpg, or fer2013.csv")
     p.add_argument("--out", default="explain", help="output folder (default: %(default)s)")
     p.add_argument("--limit-per-class", type=int, help="random images per emotion, for a quick run (default: all)")
-    p.add_argument("--blocks", default=",".join(BLOCKS), help="conv blocks to explain (default: %(default)s)")
+    p.add_argument(
+        "--blocks",
+        help="conv blocks to explain, comma-separated (default: fb1,fb2,fb3 where the model has them, as paper and "
+        "edgefer do, else the last ReLU at each of its three deepest resolutions: s2b,s3c,s4b for edgefer-dense)",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling, random maps and overlay choice")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="points per curve (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="saliency of the important region")
@@ -765,8 +790,8 @@ def _err(msg: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Explain a model on FER2013 PublicTest; write table.md, metrics.json and PNGs into ``--out``."""
     args = parser().parse_args(argv)
-    blocks = [b.strip() for b in args.blocks.split(",") if b.strip()]
-    if not blocks:
+    blocks = None if args.blocks is None else [b.strip() for b in args.blocks.split(",") if b.strip()]
+    if blocks == []:
         _err("--blocks names no block")
         return 2
     if args.steps < 2 or not 0.0 < args.threshold <= 1.0:
@@ -799,6 +824,7 @@ def main(argv: list[str] | None = None) -> int:
     if model is not mirrored:
         print(f"{mirrored.name}: mirrored network; explaining its trunk on the face as given", file=sys.stderr)
     try:
+        blocks = blocks or default_blocks(model)
         layers = {b: resolve_layer(model, b) for b in blocks}
     except ValueError as exc:
         _err(str(exc))
