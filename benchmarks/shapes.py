@@ -48,7 +48,8 @@ SHAPES: dict[str, dict] = {
 }
 REFERENCES = {
     "the paper's int8 file": ROOT / "models" / "paper-int8.tflite",
-    "the shipped edgefer int8 file": ROOT / "models" / "edgefer-int8.tflite",
+    "the default (edgefer-dense int8)": ROOT / "models" / "edgefer-dense-int8.tflite",
+    "the previous default (edgefer int8)": ROOT / "models" / "edgefer-int8.tflite",
 }
 
 
