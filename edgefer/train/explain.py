@@ -425,8 +425,8 @@ def default_blocks(model: Any) -> list[str]:
         return list(BLOCKS)
     last: dict[tuple[int, int], str] = {}
     for layer in model.layers:
-        shape = getattr(layer, "output", None) is not None and layer.output.shape
-        if layer.name.endswith("_relu") and shape and len(shape) == 4:
+        shape = layer.output.shape if layer.name.endswith("_relu") else ()
+        if len(shape) == 4:
             last[(int(shape[1]), int(shape[2]))] = layer.name.removesuffix("_relu")
     deepest = sorted(last, reverse=True)[-3:]
     if not deepest:
