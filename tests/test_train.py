@@ -121,6 +121,21 @@ def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: P
         train(Recipe(**{**two.__dict__, "lr": 0.1}), str(fer2013), tmp_path / "run2", log=lines.append)
 
 
+def test_precise_bn_weighs_every_clean_face_once() -> None:
+    """On a training set smaller than the batches asked for, the statistics are one pass over
+    every face, each weighing the same, not the first faces again and again."""
+    import keras
+
+    from edgefer.train.trainer import recalibrate_bn
+
+    inp = keras.Input((48, 48, 1))
+    net = keras.Model(inp, keras.layers.BatchNormalization(name="bn")(inp))
+    faces = np.random.default_rng(0).integers(0, 256, (150, 48, 48), dtype=np.uint8)
+    faces[128:] = 255  # the faces past the first batch are the ones a repeated batch would miss
+    recalibrate_bn(net, faces, batches=120, batch=128)
+    assert np.allclose(np.asarray(net.get_layer("bn").moving_mean), faces.mean() / 255, atol=1e-5)
+
+
 def test_weight_average_is_the_mean_of_its_snapshots(tmp_path: Path) -> None:
     from edgefer.train.trainer import WeightAverage
 

@@ -745,6 +745,9 @@ def recalibrate_bn(
     high learning rate, and were collected on augmented images; inference sees clean ones.
     With ``augment`` the faces pass through that recipe's flips and warps first: a network
     trained on warped and blended faces can depend on the statistics of warped ones.
+    Clean faces are seen at most once: a second pass over the same faces adds nothing to the
+    mean, so a small training set takes fewer than ``batches`` batches (every warp is new, so
+    augmented batches keep their count).
     """
     import keras
 
@@ -756,13 +759,17 @@ def recalibrate_bn(
     x = images.astype(np.float32)[..., None] / 255.0
     order = np.random.default_rng(seed).permutation(len(x))
     warp = _augmenter(augment) if augment else None
+    if warp is None:
+        batches = min(batches, -(-len(x) // batch))
     saved = [layer.momentum for layer in bns]
+    seen = 0
     for k in range(batches):
-        start = (k * batch) % max(len(x) - batch, 1)
+        start = k * batch if warp is None else (k * batch) % max(len(x) - batch, 1)
         faces = x[order[start : start + batch]]
         for layer in bns:
-            layer.momentum = k / (k + 1)  # a running mean with equal weights
+            layer.momentum = seen / (seen + len(faces))  # a running mean, each face weighing the same
         model(warp(faces, training=True) if warp else faces, training=True)
+        seen += len(faces)
     for layer, m in zip(bns, saved, strict=True):
         layer.momentum = m
 
