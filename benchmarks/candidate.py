@@ -69,15 +69,15 @@ def plot(times: dict[str, dict], path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     from edgefer.classifier import Classifier
     from edgefer.config import ClassifierConfig
-    from edgefer.service import DEFAULT_MODEL
+    from edgefer.models import DEFAULT_MODEL
     from edgefer.train.compare import paired_on_validation
     from edgefer.train.trainer import Recipe
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.candidate", description=__doc__.split("\n\n")[0])
     p.add_argument("candidate", help="the candidate's int8 .tflite file")
-    p.add_argument("--default", default=str(ROOT / "models" / DEFAULT_MODEL), help="the file it would replace")
+    p.add_argument("--default", default=str(ROOT / "edgefer" / "models" / DEFAULT_MODEL), help="the file it would replace")
     p.add_argument("--default-margin", type=float, default=ClassifierConfig().flip_margin, help="the default's margin")
-    p.add_argument("--reference", default=str(ROOT / "models" / "paper-int8.tflite"), help="the speed yardstick")
+    p.add_argument("--reference", default=str(ROOT / "edgefer" / "models" / "paper-int8.tflite"), help="the speed yardstick")
     p.add_argument("--data-dir", help="FER2013 folder (its train split holds the validation faces)")
     p.add_argument("--max-share", type=float, default=0.15, help="faces the candidate's margin may mirror")
     p.add_argument("--max-ratio", type=float, default=0.85, help="time allowed, as a multiple of the reference's")

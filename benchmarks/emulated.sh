@@ -9,7 +9,7 @@
 #   sudo apt-get install qemu-user && sudo dpkg --add-architecture arm64 && sudo apt-get update
 #
 # usage: benchmarks/emulated.sh OUT_DIR [REFERENCE.tflite MODEL.tflite ...]
-#   default files: models/paper-int8.tflite models/edgefer-dense-int8.tflite (the default)
+#   default files: edgefer/models/paper-int8.tflite edgefer/models/edgefer-dense-int8.tflite (the default)
 #   EMULATED_CACHE (default ~/.cache/edgefer-emulated) holds the arm64 Python and wheels.
 set -euo pipefail
 
@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: benchmarks/emulated.sh OUT_DIR [REFERENCE.tflite MODEL.tflite ...]}
 shift
 if (($# == 0)); then
-    set -- "$here/../models/paper-int8.tflite" "$here/../models/edgefer-dense-int8.tflite"
+    set -- "$here/../edgefer/models/paper-int8.tflite" "$here/../edgefer/models/edgefer-dense-int8.tflite"
 fi
 python=${PYTHON:-python3}
 cache=${EMULATED_CACHE:-$HOME/.cache/edgefer-emulated}

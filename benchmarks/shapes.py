@@ -47,9 +47,9 @@ SHAPES: dict[str, dict] = {
     },
 }
 REFERENCES = {
-    "the paper's int8 file": ROOT / "models" / "paper-int8.tflite",
-    "the default (edgefer-dense int8)": ROOT / "models" / "edgefer-dense-int8.tflite",
-    "the previous default (edgefer int8)": ROOT / "models" / "edgefer-int8.tflite",
+    "the paper's int8 file": ROOT / "edgefer" / "models" / "paper-int8.tflite",
+    "the default (edgefer-dense int8)": ROOT / "edgefer" / "models" / "edgefer-dense-int8.tflite",
+    "the previous default (edgefer int8)": ROOT / "edgefer" / "models" / "edgefer-int8.tflite",
 }
 
 

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from edgefer import LABELS, __version__
+from edgefer import models as shipped
 from edgefer.classifier import Classifier, ModelError, load_interpreter_class, read_labels
 from edgefer.config import ClassifierConfig, FacesConfig
 from edgefer.datasets import DatasetError, find_root, load_fer2013
@@ -99,7 +100,7 @@ class PeerUnavailable(RuntimeError):
 
 def shown_path(path: str | Path) -> str:
     """How a model file is named in a report meant to be shared: relative to the working
-    directory when inside it (``models/edgefer-int8.tflite``), relative to its
+    directory when inside it (``edgefer/models/edgefer-int8.tflite``), relative to its
     ``site-packages`` for an installed package's file, else the bare file name, so
     results copied between machines neither leak nor depend on where they were made.
     """
@@ -230,21 +231,10 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def shipped_models() -> list[Path]:
-    """Every ``.tflite`` in the first model folder that has any (checkout, then install)."""
-    from edgefer.service import model_search_path
-
-    for d in model_search_path():
-        found = sorted(d.glob("*.tflite"))
-        if found:
-            return found
-    return []
-
-
 def model_specs(paths: Sequence[str] | None, flip_margin: float | None = None) -> list[ModelSpec]:
     """A spec per file; with ``flip_margin``, each file a second time, mirrored as the daemon
     mirrors (a file is then measured both alone, as papers measure, and as it is used)."""
-    files = [Path(p) for p in paths] if paths else shipped_models()
+    files = [Path(p) for p in paths] if paths else shipped.shipped_models()
     if not files:
         raise ModelError("no models given and no shipped .tflite found (pass --model)")
     stems = [f.stem for f in files]
@@ -1216,9 +1206,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
         m = args.flip_margin
         specs = [ModelSpec("edgefer", Path(p), Path(p).parent / "labels.txt", flip_margin=m) for p in args.model or []]
         if not specs:
-            from edgefer.service import resolve_model
-
-            model, labels = resolve_model(ClassifierConfig().model)
+            model, labels = shipped.resolve(ClassifierConfig().model)
             specs = [ModelSpec("edgefer", model, labels, flip_margin=m)]
         _log(args.quiet, f"loading frames from {args.source}")
         fs = load_frames(args)

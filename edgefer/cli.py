@@ -156,8 +156,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    import importlib.util
+
     from edgefer.report import draw_report
     from edgefer.store import Store
+
+    if importlib.util.find_spec("matplotlib") is None:
+        print(
+            "edgefer report draws with matplotlib, which the daemon's install leaves out: "
+            "pip install 'edgefer[report]' (on a Pi: deploy/install.sh --extras report)",
+            file=sys.stderr,
+        )
+        return 2
 
     since = time.time() - configmod.parse_duration(args.since)
     store = Store(_state_dir(args) / "edgefer.db")

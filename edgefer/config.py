@@ -109,7 +109,8 @@ class FacesConfig:
 
 @dataclass
 class ClassifierConfig:
-    #: a .tflite file; empty = the shipped default (models/edgefer-dense-int8.tflite).
+    #: a .tflite file; empty = the shipped default (edgefer-dense-int8.tflite); a bare file name
+    #: names a shipped model (edgefer-int8.tflite, paper-int8.tflite, ...), anything else is a path.
     model: str = ""
     #: one label per line in output order; empty = labels.txt beside the model.
     labels: str = ""
@@ -195,6 +196,10 @@ class MqttConfig:
     stats_every: Any = "30s"
 
     def validate(self) -> None:
+        _check(
+            not self.enabled or (bool(self.host) and not any(c.isspace() for c in self.host)),
+            "host must name the broker (a host name or address, no spaces)",
+        )
         _check(1 <= self.port <= 65535, "port must lie in 1..65535")
         _check(
             bool(re.fullmatch(r"[A-Za-z0-9_/-]+", self.prefix)) and not self.prefix.endswith("/"),
@@ -250,9 +255,15 @@ class Config:
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
 
+    def __post_init__(self) -> None:
+        #: dotted keys that validate() filled in because the file left them empty; they are
+        #: derived again (not copied) when overrides are applied.
+        self.derived: set[str] = set()
+
     def validate(self) -> None:
         if not self.device_id:
             self.device_id = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64] or "edgefer"
+            self.derived.add("device_id")
         _check(bool(ID_RE.match(self.device_id)), "device_id may hold only letters, digits, _ and - (1..64)")
         levels = ("debug", "info", "warning", "error")
         _check(self.log_level in levels, "log_level must be debug, info, warning or error")
@@ -260,11 +271,27 @@ class Config:
             self.state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or str(
                 Path("~/.local/state/edgefer").expanduser()
             )
+            self.derived.add("state_dir")
+        blocker = _not_a_directory(Path(self.state_dir))
+        _check(blocker is None, f"state_dir: {blocker} exists and is not a directory")
         if not self.mqtt.client_id:
             self.mqtt.client_id = f"edgefer-{self.device_id}"
+            self.derived.add("mqtt.client_id")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _not_a_directory(path: Path) -> Path | None:
+    """The first existing path among ``path`` and its parents when it is not a directory
+    (so the directory can never be created there), else None."""
+    for p in (path, *path.parents):
+        try:
+            if p.exists():
+                return None if p.is_dir() else p
+        except OSError:  # not allowed to look: leave it to the store, which reports faults
+            return None
+    return None
 
 
 SECTIONS = {f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory)}  # type: ignore[arg-type]
@@ -316,14 +343,18 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def _build(cls: type, data: dict[str, Any], table: str, text: str, origin: str) -> Any:
+def _build(
+    cls: type, data: dict[str, Any], table: str, text: str, origin: str, flags: dict[str, str] | None = None
+) -> Any:
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
 
     def where(key: str) -> str:
-        line = _line_of(text, table, key)
         dotted = f"{table}.{key}" if table else key
+        if flags and dotted in flags:
+            return flags[dotted]
+        line = _line_of(text, table, key)
         return f"{origin}:{line}: {dotted}" if line else f"{origin}: {dotted}"
 
     for key, value in data.items():
@@ -334,7 +365,7 @@ def _build(cls: type, data: dict[str, Any], table: str, text: str, origin: str) 
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where(key)}: expected a [{key}] table")
-            kwargs[key] = _build(hint, value, key if not table else f"{table}.{key}", text, origin)
+            kwargs[key] = _build(hint, value, key if not table else f"{table}.{key}", text, origin, flags)
             continue
         try:
             kwargs[key] = _coerce(value, hint, where(key))
@@ -379,9 +410,20 @@ def load(path: str | os.PathLike[str] | None) -> Config:
     return parse(text, str(p))
 
 
-def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
-    """Apply dotted-key overrides (from the command line) and validate the result again."""
+def apply_overrides(cfg: Config, overrides: dict[str, Any], flags: dict[str, str] | None = None) -> Config:
+    """Apply dotted-key overrides (from the command line) and validate the result again.
+
+    Values that ``cfg`` derived (the client id from the device id, the state directory)
+    are derived again from the result, so ``--device-id`` also moves a derived client id;
+    a value set in the file is kept. ``flags`` maps dotted keys to the option that set
+    them, so that errors name the option the user typed."""
     data = cfg.to_dict()
+    for dotted in cfg.derived:
+        *parents, last = dotted.split(".")
+        node = data
+        for p in parents:
+            node = node[p]
+        node[last] = ""
     for dotted, value in overrides.items():
         if value is None:
             continue
@@ -390,6 +432,6 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
         for p in parents:
             node = node[p]
         if last not in node:
-            raise ConfigError(f"--{dotted}: unknown key")
+            raise ConfigError(f"{(flags or {}).get(dotted, '--' + dotted)}: unknown key")
         node[last] = value
-    return _build(Config, data, "", "", "command line")
+    return _build(Config, data, "", "", "command line", flags)

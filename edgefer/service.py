@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import numpy as np
 
 from edgefer import LABELS, __version__
 from edgefer import config as configmod
+from edgefer import models as shipped
 from edgefer.classifier import Classifier, ModelError, read_labels
 from edgefer.config import Config, ConfigError, parse_duration
 from edgefer.discovery import discovery_messages, topics
@@ -34,28 +34,8 @@ from edgefer.sources import Feed, make_source
 from edgefer.store import Item, Store
 
 log = logging.getLogger("edgefer")
-PACKAGE_MODELS = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_MODEL = "edgefer-dense-int8.tflite"
-
-
-def model_search_path() -> list[Path]:
-    """Where the shipped models are: a source checkout, then the installed data files."""
-    return [PACKAGE_MODELS, Path(sys.prefix) / "share" / "edgefer" / "models", Path("/usr/share/edgefer/models")]
-
-
-def resolve_model(path: str) -> tuple[Path, Path]:
-    """(model, labels) paths; an empty model means the shipped default."""
-    if path:
-        model = Path(path)
-    else:
-        model = next((d / DEFAULT_MODEL for d in model_search_path() if (d / DEFAULT_MODEL).exists()), None)
-        if model is None:
-            raise ModelError(f"{DEFAULT_MODEL}: shipped model not found in {', '.join(map(str, model_search_path()))}")
-    return model, model.parent / "labels.txt"
-
-
 def build_classifier(cfg: Config) -> Classifier:
-    model, labels_path = resolve_model(cfg.classifier.model)
+    model, labels_path = shipped.resolve(cfg.classifier.model)
     labels_file = Path(cfg.classifier.labels) if cfg.classifier.labels else labels_path
     if cfg.classifier.labels and not labels_file.exists():
         raise ModelError(f"{labels_file}: labels file not found (classifier.labels)")

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = REPO / "models"
+#: the shipped .tflite files and labels.txt (package data)
+MODELS = REPO / "edgefer" / "models"
+#: the Keras networks behind them, which only training needs
+KERAS = REPO / "models"
 
 
 def fer_root() -> Path:

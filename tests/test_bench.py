@@ -24,7 +24,7 @@ from edgefer.classifier import Classifier, read_labels
 from edgefer.cli import bench_main
 from edgefer.datasets import FER2013_CLASSES, load_fer2013
 from edgefer.metrics import paired, paired_lower_bound, sign_test_p
-from edgefer.service import DEFAULT_MODEL
+from edgefer.models import DEFAULT_MODEL
 from tests.conftest import MODELS
 
 EDGEFER_MODELS = [MODELS / "edgefer-float32.tflite", MODELS / "edgefer-int8.tflite"]

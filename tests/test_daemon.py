@@ -18,7 +18,7 @@ import pytest
 from edgefer import LABELS
 from edgefer.classifier import Classifier
 from edgefer.datasets import load_fer2013
-from edgefer.service import DEFAULT_MODEL
+from edgefer.models import DEFAULT_MODEL
 from tests.conftest import MODELS, Broker, Collector
 from tests.daemon_helpers import (
     Daemon,

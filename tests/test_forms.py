@@ -10,11 +10,11 @@ import pytest
 
 from edgefer.classifier import Classifier
 from edgefer.datasets import load_fer2013
-from tests.conftest import MODELS
+from tests.conftest import KERAS, MODELS
 
 pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.train
-PAPER = MODELS / "paper.keras"
+PAPER = KERAS / "paper.keras"
 
 
 def test_forms_answer_alike_and_profile_each_stage(fer2013: Path, tmp_path: Path) -> None:

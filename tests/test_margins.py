@@ -11,7 +11,7 @@ import pytest
 
 from edgefer.classifier import Classifier
 from edgefer.config import ClassifierConfig
-from edgefer.service import DEFAULT_MODEL
+from edgefer.models import DEFAULT_MODEL
 from tests.conftest import MODELS
 
 

@@ -211,12 +211,12 @@ def test_shipped_files_agree_with_their_keras_model(arch: str, fer2013: Path) ->
     import keras
 
     from edgefer.train.models import trunk_of
-    from tests.conftest import MODELS
+    from tests.conftest import KERAS, MODELS
 
-    if not (MODELS / f"{arch}.keras").exists():
+    if not (KERAS / f"{arch}.keras").exists():
         pytest.skip(f"{arch}.keras is not shipped")
     faces = load_fer2013(fer2013, "test", limit_per_class=60)
-    model = keras.models.load_model(MODELS / f"{arch}.keras")
+    model = keras.models.load_model(KERAS / f"{arch}.keras")
     ref = model.predict(faces.images.astype(np.float32)[..., None] / 255.0, verbose=0).argmax(1)
     # a mirrored network's files hold one view, its trunk: mirrored for every face, they are the network
     both = trunk_of(model) is not None
@@ -232,14 +232,14 @@ def test_distillation_targets_follow_the_teachers(fer2013: Path, tmp_path: Path)
     import keras
 
     from edgefer.train.trainer import FER7, teacher_targets
-    from tests.conftest import MODELS
+    from tests.conftest import KERAS
 
     faces = load_fer2013(fer2013, "test", limit_per_class=8)
     x = faces.images.astype(np.float32)[..., None] / 255.0
     onehot = np.eye(4, dtype=np.float32)[faces.labels]
-    four = keras.models.load_model(MODELS / "paper.keras")
+    four = keras.models.load_model(KERAS / "paper.keras")
     want = four.predict(x, verbose=0)
-    got = np.asarray(teacher_targets([str(MODELS / "paper.keras")], 0.6)(x, onehot))
+    got = np.asarray(teacher_targets([str(KERAS / "paper.keras")], 0.6)(x, onehot))
     assert np.allclose(got, 0.6 * want + 0.4 * onehot, atol=1e-5)
 
     # A 7-class teacher at 64x64 that expects [-1, 1] input, like fer's mini-Xception.
@@ -258,15 +258,15 @@ def test_distillation_targets_follow_the_teachers(fer2013: Path, tmp_path: Path)
     # A flip-averaging teacher gives the mean of its outputs on the face and on its mirror.
     mirrored = four.predict(x[:, :, ::-1], verbose=0)
     assert not np.allclose(want, mirrored, atol=1e-3)  # the paper model is not mirror-symmetric
-    got_flip = np.asarray(teacher_targets([str(MODELS / "paper.keras")], 1.0, flip=True)(x, onehot))
+    got_flip = np.asarray(teacher_targets([str(KERAS / "paper.keras")], 1.0, flip=True)(x, onehot))
     assert np.allclose(got_flip, (want + mirrored) / 2, atol=1e-5)
 
     # A face with no label (a transfer face: an all-zero row) takes the teacher's answer whole;
     # a blend of a labelled and an unlabelled face keeps the label's share for the label it has.
     none = np.zeros_like(onehot)
-    got_none = np.asarray(teacher_targets([str(MODELS / "paper.keras")], 0.6)(x, none))
+    got_none = np.asarray(teacher_targets([str(KERAS / "paper.keras")], 0.6)(x, none))
     assert np.allclose(got_none, want, atol=1e-5)
-    got_half = np.asarray(teacher_targets([str(MODELS / "paper.keras")], 0.6)(x, 0.5 * onehot))
+    got_half = np.asarray(teacher_targets([str(KERAS / "paper.keras")], 0.6)(x, 0.5 * onehot))
     assert np.allclose(got_half, 0.8 * want + 0.2 * onehot, atol=1e-5)
     assert np.allclose(got_half.sum(1), 1.0, atol=1e-5)
 
@@ -662,9 +662,9 @@ def test_scoring_teachers_measures_each_alone_together_and_where_the_other_fails
     each flip-averaged, their mean, and each one's accuracy on the other's mistakes."""
     from edgefer.train import cli
     from edgefer.train.trainer import Recipe, load_teacher, predict_probs, train_and_validation
-    from tests.conftest import MODELS
+    from tests.conftest import KERAS
 
-    specs = [str(MODELS / "edgefer.keras"), str(MODELS / "paper.keras")]
+    specs = [str(KERAS / "edgefer.keras"), str(KERAS / "paper.keras")]
     argv = ["--score-teachers", *specs, "--data-dir", str(few_faces), "--val-fraction", "0.5"]
     # its own process, as a user runs it: the shipped network is a mirrored pair, whose layers
     # must load with nothing else imported before
