@@ -75,9 +75,13 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.candidate", description=__doc__.split("\n\n")[0])
     p.add_argument("candidate", help="the candidate's int8 .tflite file")
-    p.add_argument("--default", default=str(ROOT / "edgefer" / "models" / DEFAULT_MODEL), help="the file it would replace")
+    p.add_argument(
+        "--default", default=str(ROOT / "edgefer" / "models" / DEFAULT_MODEL), help="the file it would replace"
+    )
     p.add_argument("--default-margin", type=float, default=ClassifierConfig().flip_margin, help="the default's margin")
-    p.add_argument("--reference", default=str(ROOT / "edgefer" / "models" / "paper-int8.tflite"), help="the speed yardstick")
+    p.add_argument(
+        "--reference", default=str(ROOT / "edgefer" / "models" / "paper-int8.tflite"), help="the speed yardstick"
+    )
     p.add_argument("--data-dir", help="FER2013 folder (its train split holds the validation faces)")
     p.add_argument("--max-share", type=float, default=0.15, help="faces the candidate's margin may mirror")
     p.add_argument("--max-ratio", type=float, default=0.85, help="time allowed, as a multiple of the reference's")

@@ -236,7 +236,9 @@ def save_timed(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.forms", description=__doc__.split("\n\n")[0])
     p.add_argument("--keras", default=str(ROOT / "models" / "edgefer.keras"), help="a mirrored edgefer Keras model")
-    p.add_argument("--reference", default=str(ROOT / "edgefer" / "models" / "paper-int8.tflite"), help="timed beside the forms")
+    p.add_argument(
+        "--reference", default=str(ROOT / "edgefer" / "models" / "paper-int8.tflite"), help="timed beside the forms"
+    )
     p.add_argument(
         "--paper-keras",
         default=str(ROOT / "models" / "paper.keras"),

@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.margins", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=str(ROOT / "edgefer" / "models" / DEFAULT_MODEL), help="default: the daemon's")
-    p.add_argument("--reference", default=str(ROOT / "edgefer" / "models" / "paper-int8.tflite"), help="timed beside, alone")
+    p.add_argument(
+        "--reference", default=str(ROOT / "edgefer" / "models" / "paper-int8.tflite"), help="timed beside, alone"
+    )
     p.add_argument("--data-dir", help="FER2013 folder (its train split holds the validation faces)")
     p.add_argument("--timed", type=int, default=600, help="validation faces timed per lane and round")
     p.add_argument("--rounds", type=int, default=5)

@@ -61,8 +61,9 @@ Options:
   --purge           with --uninstall: also delete /etc/edgefer,
                     /var/lib/edgefer and the edgefer user
   --with-broker     also install the mosquitto broker and mosquitto-clients
-  --extras LIST     optional extras of the package, comma-separated
-                    (e.g. mediapipe)
+  --extras LIST     optional extras of the package, comma-separated:
+                    report (matplotlib, for 'edgefer report'), mediapipe
+                    (BlazeFace through mediapipe; Python 3.12 or older)
   --numpy MODE      auto (default), 1 (pin numpy<2 and
                     opencv-python-headless<4.12) or 2 (no pin)
   --no-start        enable the service but do not start or restart it
@@ -435,6 +436,17 @@ fi
 [[ -x $PYTHON ]] || die "no Python interpreter at $PYTHON (apt-get install python3)"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
     die "$PYTHON is older than Python 3.11, which edgefer needs"
+PY_VERSION=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+# Decided before anything changes: pip would otherwise fail late and say only that no
+# matching distribution exists.
+if [[ ,$EXTRAS, == *,mediapipe,* ]] && ((${PY_VERSION#3.} >= 13)); then
+    die "the mediapipe extra cannot be installed with Python $PY_VERSION ($PYTHON):
+       it needs mediapipe 0.10.18 (the last release with the legacy face detector inside the
+       wheel and with Linux aarch64 wheels), which has wheels for Python 3.9-3.12 only, and
+       numpy<2, which has no wheels for Python 3.13 or later. Install without
+       '--extras mediapipe': edgefer then uses OpenCV's Haar face detector, and says so in
+       its status. (Debian 12 / Raspberry Pi OS Bookworm, Python 3.11, can take the extra.)"
+fi
 
 step "Installing edgefer from $REPO ($MODE_TEXT)"
 PI=0

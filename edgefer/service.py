@@ -34,6 +34,8 @@ from edgefer.sources import Feed, make_source
 from edgefer.store import Item, Store
 
 log = logging.getLogger("edgefer")
+
+
 def build_classifier(cfg: Config) -> Classifier:
     model, labels_path = shipped.resolve(cfg.classifier.model)
     labels_file = Path(cfg.classifier.labels) if cfg.classifier.labels else labels_path
