@@ -98,7 +98,10 @@ class FacesConfig:
     min_score: float = 0.5
 
     def validate(self) -> None:
-        _check(self.detector in ("auto", "haar", "mediapipe"), "detector must be one of auto, haar, mediapipe")
+        _check(
+            self.detector in ("auto", "haar", "mediapipe", "blazeface", "blazeface-full"),
+            "detector must be one of auto, haar, mediapipe, blazeface, blazeface-full",
+        )
         _check(0.1 <= self.detect_scale <= 1.0, "detect_scale must lie in [0.1, 1]")
         _check(1 <= self.detect_every <= 60, "detect_every must lie in 1..60")
         _check(8 <= self.min_face <= 2048, "min_face must lie in 8..2048")

@@ -84,7 +84,11 @@ class MediapipeDetector:
 
 
 def available_detectors() -> list[str]:
-    names = ["haar"]
+    """The detectors usable here: mediapipe when its package imports, BlazeFace through LiteRT
+    when an interpreter imports and the model files are installed, and Haar always."""
+    from edgefer.blazeface import blazeface_available
+
+    names = ["blazeface", "blazeface-full", "haar"] if blazeface_available() else ["haar"]
     try:
         import mediapipe as mp
 
@@ -98,9 +102,13 @@ def available_detectors() -> list[str]:
 def make_detector(name: str = "auto", min_score: float = 0.5) -> Detector:
     """The requested detector; 'auto' picks mediapipe when importable, else Haar."""
     if name == "auto":
-        name = available_detectors()[0]
+        name = "mediapipe" if "mediapipe" in available_detectors() else "haar"
     if name == "mediapipe":
         return MediapipeDetector(min_score)
+    if name in ("blazeface", "blazeface-full"):
+        from edgefer.blazeface import BlazeFaceDetector
+
+        return BlazeFaceDetector("full" if name == "blazeface-full" else "short", min_score)
     if name == "haar":
         return HaarDetector()
     raise ValueError(f"unknown detector {name!r}")

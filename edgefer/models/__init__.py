@@ -35,8 +35,8 @@ def shipped_dir() -> Path:
 
 
 def shipped_models() -> list[Path]:
-    """Every shipped ``.tflite`` file, sorted by name."""
-    return sorted(shipped_dir().glob("*.tflite"))
+    """Every shipped emotion classifier (``.tflite``, not the BlazeFace face detectors), sorted by name."""
+    return sorted(p for p in shipped_dir().glob("*.tflite") if not p.name.startswith("blazeface-"))
 
 
 def resolve(value: str) -> tuple[Path, Path]:
