@@ -30,31 +30,50 @@ def _source_overrides(value: str | None) -> dict:
         return {"source.kind": value}
     if Path(value).is_dir():
         return {"source.kind": "folder", "source.device": value}
+    # a camera that is not plugged in yet or a stream is waited for; a missing file is a typo
+    if not (value.isdigit() or value.startswith("/dev/") or "://" in value or Path(value).exists()):
+        raise configmod.ConfigError(
+            f"--source: {value}: no such file or directory "
+            "(give demo, picamera2, a camera index, a device path, a video file, a folder or a stream URL)"
+        )
     return {"source.kind": "opencv", "source.device": value}
+
+
+#: the option of ``edgefer run`` that sets each key, so that errors name what was typed
+RUN_FLAGS = {
+    "mqtt.host": "--mqtt-host",
+    "mqtt.port": "--mqtt-port",
+    "device_id": "--device-id",
+    "state_dir": "--state-dir",
+    "log_level": "--log-level",
+    "source.kind": "--source",
+    "source.device": "--source",
+}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edgefer.classifier import ModelError
     from edgefer.service import Service
 
-    overrides: dict = {
-        "mqtt.host": args.mqtt_host,
-        "mqtt.port": args.mqtt_port,
-        "device_id": args.device_id,
-        "state_dir": args.state_dir,
-        "log_level": args.log_level,
-        **_source_overrides(args.source),
-    }
-    if args.demo:
-        overrides.update({"source.kind": "demo", "mood.windows": ["10s", "1m"], "mood.publish_every": "10s"})
-        if args.mqtt_host is None:
-            overrides["mqtt.enabled"] = False
-    if args.stdout:
-        overrides["mqtt.enabled"] = False
-    if args.fast:
-        overrides["source.pace"] = False
     try:
-        cfg = configmod.apply_overrides(configmod.load(args.config), overrides)
+        overrides: dict = {
+            "mqtt.host": args.mqtt_host,
+            "mqtt.port": args.mqtt_port,
+            "device_id": args.device_id,
+            "state_dir": args.state_dir,
+            "log_level": args.log_level,
+            **_source_overrides(args.source),
+        }
+        flags = {k: RUN_FLAGS[k] for k, v in overrides.items() if v is not None}
+        if args.demo:
+            overrides.update({"source.kind": "demo", "mood.windows": ["10s", "1m"], "mood.publish_every": "10s"})
+            if args.mqtt_host is None:
+                overrides["mqtt.enabled"] = False
+        if args.stdout:
+            overrides["mqtt.enabled"] = False
+        if args.fast:
+            overrides["source.pace"] = False
+        cfg = configmod.apply_overrides(configmod.load(args.config), overrides, flags)
     except configmod.ConfigError as exc:
         print(f"edgefer: {exc}", file=sys.stderr)
         return 2
@@ -68,8 +87,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    if args.file is None and not configmod.DEFAULT_PATH.exists():
+        # the daemon would run on built-in defaults, but there is no file here to call valid
+        print(
+            f"invalid: {configmod.DEFAULT_PATH}: no such file (the default); "
+            "name the file to check: edgefer check-config FILE",
+            file=sys.stderr,
+        )
+        return 1
     try:
-        cfg = configmod.load(args.file)
+        cfg = configmod.load(args.file or configmod.DEFAULT_PATH)
     except configmod.ConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1

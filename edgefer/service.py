@@ -31,7 +31,7 @@ from edgefer.mood import MoodTracker, window_name
 from edgefer.publish import MqttOutput, Output, StdoutOutput
 from edgefer.sdnotify import Notifier
 from edgefer.sources import Feed, make_source
-from edgefer.store import Item, Store
+from edgefer.store import Item, StateDirLock, Store
 
 log = logging.getLogger("edgefer")
 
@@ -100,8 +100,18 @@ class Service:
         self.counters = Counters()
         self.exit_code = 0
         self.state_dir = Path(cfg.state_dir)
-        self.store = Store(self.state_dir / "edgefer.db", queue_max=cfg.mqtt.queue_max)
-        self._build(cfg)
+        # one daemon per state directory, checked before the store is touched
+        self.lock = StateDirLock(self.state_dir)
+        try:
+            self.lock.acquire()  # StateDirBusy: another daemon has it; let it propagate
+        except OSError as exc:  # an unwritable directory: the store runs from memory, unshared
+            log.warning("state directory %s: no lock taken (%s)", self.state_dir, exc)
+        try:
+            self.store = Store(self.state_dir / "edgefer.db", queue_max=cfg.mqtt.queue_max)
+            self._build(cfg)
+        except BaseException:
+            self.lock.release()
+            raise
 
     # -- construction and reload -----------------------------------------------------------
 
@@ -407,5 +417,6 @@ class Service:
         self.output.stop()
         self.write_status({**self.stats(0.0), "state": "stopped"})
         self.store.close()
+        self.lock.release()
         log.info("stopped")
         return self.exit_code

@@ -8,13 +8,18 @@ Disk trouble (full, read-only, vanished) must not stop live publishing, so every
 failure flips the store into a bounded in-memory fallback, records the fault for the
 status, and is retried; items kept in memory meanwhile are written back once the disk
 accepts writes again.
+
+A state directory serves one daemon at a time: ``StateDirLock`` holds an ``flock`` on
+``edgefer.lock`` in it for the life of the process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections import deque
@@ -40,6 +45,63 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE INDEX IF NOT EXISTS history_end ON history (window_seconds, end_ts);
 CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+class StateDirBusy(RuntimeError):
+    """Another running process holds the state directory; ``str()`` names it and its pid."""
+
+
+class StateDirLock:
+    """Exclusive use of a state directory: an ``flock`` on ``edgefer.lock`` inside it.
+
+    The kernel drops the lock when the holding process exits, however it exits, so a daemon
+    killed with SIGKILL leaves no stale lock; the file itself stays and only says which pid
+    held it last. ``acquire`` creates the directory when missing (as the store would) and
+    touches nothing else in it."""
+
+    NAME = "edgefer.lock"
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / self.NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock and write this process's pid into the file. Raises StateDirBusy when
+        another process holds it, OSError when the directory or file cannot be made or opened."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise StateDirBusy(
+                f"{self.directory}: state directory in use by another edgefer process "
+                f"(pid {holder if holder.isdigit() else 'unknown'}); stop it, or give each daemon "
+                "its own state directory (--state-dir or state_dir)"
+            ) from None
+        except OSError:
+            os.close(fd)
+            raise
+        pid = f"{os.getpid()}\n".encode()
+        try:
+            os.pwrite(fd, pid, 0)
+            os.ftruncate(fd, len(pid))
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Unlock (closing the file); the file stays."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 @dataclass

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
-from edgefer import config
+from edgefer import cli, config
 from edgefer.config import ConfigError
 from tests.conftest import REPO
 
@@ -37,6 +39,7 @@ def test_defaults_validate_and_fill_derived_values(monkeypatch: pytest.MonkeyPat
         ("[mood]\nwindows = ['1m', '60s']\n", "f.toml:2: mood.windows: windows must be distinct"),
         ("device_id = 'living room'\n", "f.toml:1: device_id: device_id may hold only"),
         ("[mqtt]\nca_file = '/nonexistent/ca.pem'\n", "f.toml:2: mqtt.ca_file: no such file"),
+        ("[mqtt]\nhost = ''\n", "f.toml:2: mqtt.host: host must name the broker"),
         ("[mqtt\n", "f.toml: not valid TOML"),
         ("source = 3\n", "f.toml:1: source: expected a [source] table"),
     ],
@@ -59,6 +62,41 @@ def test_overrides_apply_and_are_validated() -> None:
     assert (cfg.mqtt.port, cfg.device_id, cfg.mqtt.host) == (1884, "porch", "localhost")
     with pytest.raises(ConfigError, match=r"mqtt\.port"):
         config.apply_overrides(cfg, {"mqtt.port": 0})
+
+
+def test_overrides_derive_the_client_id_again_but_keep_a_configured_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    derived = config.parse("device_id = 'kitchen'")
+    alpha = config.apply_overrides(derived, {"device_id": "alpha"})
+    assert (alpha.device_id, alpha.mqtt.client_id) == ("alpha", "edgefer-alpha")
+    # and again from the result (a reload applies the overrides the same way)
+    assert config.apply_overrides(alpha, {"device_id": "beta"}).mqtt.client_id == "edgefer-beta"
+    # the device id derived from the host name follows the same rule
+    assert config.apply_overrides(config.parse(""), {"device_id": "gamma"}).mqtt.client_id == "edgefer-gamma"
+    explicit = config.parse("device_id = 'kitchen'\n[mqtt]\nclient_id = 'cam-7'\n")
+    assert config.apply_overrides(explicit, {"device_id": "alpha"}).mqtt.client_id == "cam-7"
+    # the state directory: derived stays derived, a configured one is kept, an override wins
+    assert alpha.state_dir == str(tmp_path / "state")
+    fixed = config.parse(f"state_dir = '{tmp_path / 'fixed'}'")
+    assert config.apply_overrides(fixed, {"device_id": "alpha"}).state_dir == str(tmp_path / "fixed")
+    moved = config.apply_overrides(derived, {"state_dir": str(tmp_path / "other")})
+    assert moved.state_dir == str(tmp_path / "other")
+
+
+def test_mqtt_host_may_be_empty_only_without_mqtt() -> None:
+    assert config.parse("[mqtt]\nenabled = false\nhost = ''\n").mqtt.host == ""
+
+
+def test_state_dir_must_be_able_to_be_a_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for state in (blocker, blocker / "state"):
+        with pytest.raises(ConfigError) as exc:
+            config.parse(f"state_dir = '{state}'\n", "f.toml")
+        assert str(exc.value) == f"f.toml:1: state_dir: {blocker} exists and is not a directory"
+    assert config.parse(f"state_dir = '{tmp_path / 'new' / 'state'}'\n").state_dir == str(tmp_path / "new" / "state")
 
 
 def test_durations() -> None:
@@ -85,3 +123,62 @@ def test_check_config_command(tmp_path) -> None:
     assert ok.returncode == 0 and '"device_id": "hall"' in ok.stdout
     no = subprocess.run([*run, str(bad)], capture_output=True, text=True)
     assert no.returncode == 1 and f"{bad}:3: source.fsp: unknown key" in no.stderr
+
+
+def test_check_config_without_a_file_fails_when_the_default_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    default = tmp_path / "etc" / "edgefer.toml"
+    monkeypatch.setattr(config, "DEFAULT_PATH", default)
+    assert cli.main(["check-config", "--no-model", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"{default}: no such file" in err and "edgefer check-config FILE" in err
+    assert "ok:" not in err
+    default.parent.mkdir()
+    default.write_text("device_id = 'hall'\n")
+    assert cli.main(["check-config", "--no-model", "-q"]) == 0
+    assert f"ok: {default}" in capsys.readouterr().err
+
+
+@pytest.fixture
+def run_env(tmp_path: Path) -> dict:
+    """An empty config and state directory for ``edgefer run``; nothing outside tmp_path."""
+    (tmp_path / "empty.toml").write_text("")
+    (tmp_path / "a-file").write_text("not a directory\n")
+    return {**os.environ, "HOME": str(tmp_path)}
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--mqtt-host", ""], "--mqtt-host"),
+        (["--mqtt-host", "broker .lan"], "--mqtt-host"),
+        (["--mqtt-port", "0"], "--mqtt-port"),
+        (["--mqtt-port", "70000"], "--mqtt-port"),
+        (["--device-id", "a b"], "--device-id"),
+        (["--state-dir", "{tmp}/a-file"], "--state-dir"),
+        (["--state-dir", "{tmp}/a-file/state"], "--state-dir"),
+        (["--source", "{tmp}/missing.mp4"], "--source"),
+    ],
+)
+def test_run_refuses_bad_options_naming_the_flag(tmp_path: Path, run_env: dict, args: list[str], flag: str) -> None:
+    """A bad command-line value is one clear line naming the option and exit code 2,
+    before the daemon opens anything (no broker, camera or store is involved)."""
+    args = [a.format(tmp=tmp_path) for a in args]
+    base = ["run", "--config", str(tmp_path / "empty.toml"), "--source", "demo", "--state-dir", str(tmp_path / "st")]
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "edgefer.cli", *base, *args],
+            capture_output=True,
+            text=True,
+            env=run_env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"edgefer run {args} was not refused: it kept running ({(exc.stderr or b'')[-300:]!r})")
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"edgefer: {flag}: "), out.stderr
+    assert not (tmp_path / "st").exists()

@@ -71,7 +71,7 @@ def test_privacy_only_small_aggregate_json_leaves_and_nothing_is_written(broker:
     # Files: the daemon's own config and log are the test's; everything else must be state.
     assert tree(home) == set() and tree(tmp) == set()
     assert tree(work) == {"edgefer.toml", "edgefer.log"}
-    assert tree(state) <= {"edgefer.db", "edgefer.db-wal", "edgefer.db-shm", "status.json"}
+    assert tree(state) <= {"edgefer.db", "edgefer.db-wal", "edgefer.db-shm", "status.json", "edgefer.lock"}
     assert "png" not in d.logs().lower() and "jpg" not in d.logs().lower()
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from edgefer.store import Item, Store
+import pytest
+
+from edgefer.store import Item, StateDirBusy, StateDirLock, Store
 
 
 def items(n: int, start: int = 0) -> list[Item]:
@@ -67,3 +70,20 @@ def test_full_disk_keeps_summaries_in_memory_and_recovers(tmp_path: Path) -> Non
     assert s.fault is None
     assert [i.key for i in s.pending()] == ["k0", "k1", "k2", "k3", "k4"]
     assert Store(path).load_state() == {"seq": 1}
+
+
+def test_state_dir_lock_admits_one_holder_and_names_it(tmp_path: Path) -> None:
+    state = tmp_path / "new" / "state"
+    first = StateDirLock(state)
+    first.acquire()  # makes the directory, and nothing in it but the lock file
+    assert [p.name for p in state.iterdir()] == ["edgefer.lock"]
+    assert (state / "edgefer.lock").read_text() == f"{os.getpid()}\n"
+    second = StateDirLock(state)
+    with pytest.raises(StateDirBusy) as exc:
+        second.acquire()
+    assert str(exc.value).startswith(f"{state}: state directory in use by another edgefer process (pid {os.getpid()})")
+    assert not second.held
+    first.release()
+    second.acquire()
+    assert second.held
+    second.release()
