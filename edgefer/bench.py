@@ -7,6 +7,8 @@ Two modes:
   Raspberry Pi 4 figures stand in a column beside the measured ones.
 * ``pipeline``: the daemon's per-frame path (detect -> crop -> classify) on frames decoded
   into memory beforehand, broken down by stage, and its CPU use at a fixed frame rate.
+* ``faces`` and ``clip``: what users get, edgefer beside fer on labelled photos
+  (:mod:`edgefer.bench_faces`) and on a composited clip (:mod:`edgefer.bench_clip`).
 
 Why it is built the way it is:
 
@@ -1488,6 +1490,10 @@ def markdown_pipeline(result: dict[str, Any]) -> str:
 
 
 def render(result: dict[str, Any]) -> str:
+    if result.get("mode") in ("faces", "clip"):
+        from edgefer import bench_clip, bench_faces
+
+        return (bench_faces if result["mode"] == "faces" else bench_clip).markdown(result)
     return markdown_pipeline(result) if result.get("mode") == "pipeline" else markdown_dataset(result)
 
 
@@ -1524,7 +1530,7 @@ def parser() -> argparse.ArgumentParser:
         prog="edgefer-bench",
         description="Reproduce the source paper's edge table (Table 14) on this machine, beside the paper and peers.",
     )
-    p.add_argument("--mode", choices=("dataset", "pipeline"), default="dataset")
+    p.add_argument("--mode", choices=("dataset", "pipeline", "faces", "clip"), default="dataset")
     p.add_argument("--dataset", default="fer2013", help=f"known: {', '.join(KNOWN_DATASETS)}")
     p.add_argument("--data-dir", help="FER2013 root: holds test/<class>/*.jpg or fer2013.csv (default: searched)")
     p.add_argument(
@@ -1585,6 +1591,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--faces-per-frame", type=int, default=1, help="faces per composited frame (--source fer2013)")
     g.add_argument("--seed", type=int, default=0, help="seed of the composited clip")
     g.add_argument("--write-clip", help="also save the frames: .avi/.mp4/.mkv, or a folder of PNGs")
+    u = p.add_argument_group("faces and clip modes (what users get, edgefer beside fer)")
+    u.add_argument("--fer-model", help="fer's emotion_model_quantized.tflite (default: installed fer, else cached)")
+    u.add_argument("--split", default="test", help="clip: FER2013 split whose faces are composited (default test)")
+    u.add_argument("--shots", type=int, default=200, help="clip: faces shown, 8 frames each (default 200)")
+    u.add_argument("--seeds", type=int, nargs="+", default=[0], help="clip: one clip per seed (default 0)")
+    u.add_argument("--out", help="folder for JSON, Markdown, PNGs (default benchmarks/results/<mode>)")
     return p
 
 
@@ -1607,6 +1619,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.mode in ("faces", "clip"):
+        from edgefer.bench_clip import run_clip
+        from edgefer.bench_faces import run_faces
+
+        return (run_faces if args.mode == "faces" else run_clip)(args)
     if args.mode == "pipeline":
         unknown = [d for d in args.detector if d not in ("auto", "haar", "mediapipe")]
         if unknown:
