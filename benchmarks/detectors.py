@@ -99,6 +99,44 @@ def measure(detectors: dict[str, Any], frames: list[tuple[str, np.ndarray]], rou
     return out
 
 
+SIZES = (40, 60, 80, 100, 130, 160)
+
+
+def recall_by_size(detectors: dict[str, Any], frames: list[tuple[str, np.ndarray]], seed: int = 0) -> dict:
+    """Recall when the face is as small as a room camera shows it: each photograph scaled so
+    that its face (BlazeFace full range's box on the 640 px photo) is ``side`` px wide and
+    pasted at a random place into a 640x480 frame on a textured background. A person 2 m from
+    a Pi camera module (about 62 degrees across 640 px) shows a face about 50 px wide."""
+    from edgefer.bench import _background
+    from edgefer.faces import FaceStage
+
+    ref = FaceStage(detectors["blazeface-full"], detect_scale=1.0, min_face=20)
+    widths = []
+    for _, gray in frames:
+        ref.reset()
+        boxes, _ = ref.faces(gray)
+        widths.append(boxes[0].w if boxes else 0)
+    out: dict[str, dict[str, float]] = {}
+    for name, det in detectors.items():
+        rng = np.random.default_rng(seed)
+        stage = FaceStage(det, detect_scale=DETECT_SCALE, min_face=20)
+        out[name] = {}
+        for side in SIZES:
+            hits = n = 0
+            for (_, gray), w in zip(frames, widths, strict=True):
+                if not w:
+                    continue
+                small = cv2.resize(gray, None, fx=side / w, fy=side / w, interpolation=cv2.INTER_AREA)[:480, :640]
+                frame = _background((640, 480), rng)
+                y, x = int(rng.integers(0, 481 - small.shape[0])), int(rng.integers(0, 641 - small.shape[1]))
+                frame[y : y + small.shape[0], x : x + small.shape[1]] = small
+                stage.reset()
+                hits += bool(stage.faces(frame)[0])
+                n += 1
+            out[name][str(side)] = hits / max(n, 1)
+    return out
+
+
 def table(result: dict[str, Any]) -> str:
     """The Markdown table: one row per set and detector."""
     lines = [
@@ -118,6 +156,17 @@ def table(result: dict[str, Any]) -> str:
                 f"| {set_name} | {name} | {f['images']} | {f['recall']:.1%} | {f['false_boxes_per_image']:.3f} | "
                 f"{f['cpu_ms_median']:.2f} | {'' if ratio is None else f'{ratio:.2f}'} |"
             )
+    if result.get("by_size"):
+        lines += [
+            "",
+            "Recall by face width in a 640x480 frame (real photographs scaled and pasted; detect_scale "
+            f"{DETECT_SCALE}, min_face 20): what a room camera shows.",
+            "",
+            "| detector | " + " | ".join(f"{s} px" for s in SIZES) + " |",
+            "|---|" + "---|" * len(SIZES),
+        ]
+        for name, row in result["by_size"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{row[str(s)]:.0%}" for s in SIZES) + " |")
     host = result["host"]
     lines += [
         "",
@@ -147,11 +196,16 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"no images under {args.data_dir / set_name}")
         log(f"{set_name}: {len(frames)} images")
         sets[set_name] = measure(detectors, frames, args.rounds)
+    by_size = None
+    if "blazeface-full" in detectors:
+        log("recall by face size")
+        by_size = recall_by_size(detectors, [f for s in SETS for f in load_frames(args.data_dir, s)])
     host = host_info()
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": {"long_side": LONG_SIDE, "detect_scale": DETECT_SCALE, "min_face": MIN_FACE, "rounds": args.rounds},
         "sets": sets,
+        "by_size": by_size,
         "host": {
             "cpu": cpu_label(host),
             "cores_usable": host["cores_usable"],

@@ -972,17 +972,9 @@ class EdgeferLane:
     crop from the full frame -> Classifier, timed stage by stage."""
 
     def __init__(self, detector: str, every: int, scale: float, spec: ModelSpec, threads: int) -> None:
-        from edgefer.faces import FaceStage, make_detector
+        from edgefer.faces import build_face_stage
 
-        faces = FacesConfig()
-        self.stage = FaceStage(
-            make_detector(detector, faces.min_score),
-            detect_scale=scale,
-            detect_every=every,
-            min_face=faces.min_face,
-            margin=faces.margin,
-            max_faces=faces.max_faces,
-        )
+        self.stage = build_face_stage(replace(FacesConfig(), detector=detector, detect_every=every, detect_scale=scale))
         self.model = spec.build(threads)
         self.spec, self.threads, self.every, self.scale = spec, threads, every, scale
         self.name = f"{self.stage.detector.name} every {every} scale {scale:g} + {spec.name} @{threads}t"

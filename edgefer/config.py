@@ -83,7 +83,8 @@ class SourceConfig:
 
 @dataclass
 class FacesConfig:
-    #: auto | haar | mediapipe. auto prefers mediapipe when its extra is installed.
+    #: auto | blazeface-full | blazeface | haar | mediapipe. auto: BlazeFace full range through
+    #: LiteRT when a runtime loads, else Haar (edgefer.faces.available_detectors says why).
     detector: str = "auto"
     #: detection runs on the frame scaled by this factor; crops come from the full frame.
     detect_scale: float = 0.5
@@ -91,8 +92,10 @@ class FacesConfig:
     detect_every: int = 3
     #: smallest face side in full-frame pixels.
     min_face: int = 40
-    #: extra border around a detected box, as a fraction of its side.
-    margin: float = 0.15
+    #: how the classifier's crop frames a detected box: "auto" = the framing measured for the
+    #: detector in use (reproduces FER2013's tight crops, benchmarks/results/framing.md), or a
+    #: number: a border of that fraction of the box's side on every edge (-0.2 to 1).
+    margin: Any = "auto"
     max_faces: int = 8
     #: mediapipe score threshold.
     min_score: float = 0.5
@@ -105,7 +108,8 @@ class FacesConfig:
         _check(0.1 <= self.detect_scale <= 1.0, "detect_scale must lie in [0.1, 1]")
         _check(1 <= self.detect_every <= 60, "detect_every must lie in 1..60")
         _check(8 <= self.min_face <= 2048, "min_face must lie in 8..2048")
-        _check(0 <= self.margin <= 1, "margin must lie in [0, 1]")
+        number = isinstance(self.margin, int | float) and not isinstance(self.margin, bool)
+        _check(self.margin == "auto" or (number and -0.2 <= self.margin <= 1), 'margin must be "auto" or -0.2..1')
         _check(1 <= self.max_faces <= 64, "max_faces must lie in 1..64")
         _check(0 < self.min_score < 1, "min_score must lie in (0, 1)")
 
@@ -119,8 +123,13 @@ class ClassifierConfig:
     labels: str = ""
     #: interpreter threads; on a Pi 4 leave a core for capture and detection.
     threads: int = 2
-    #: faces below this top probability are counted as uncertain, not as an emotion.
+    #: faces below this top probability are counted as uncertain in ``counts`` (the shares
+    #: use every face's probabilities, so no emotion is dropped more than another).
     min_confidence: float = 0.4
+    #: probabilities are calibrated as softmax(log p / temperature) before they are averaged
+    #: into shares; measured for the shipped default on validation faces through the face
+    #: path (benchmarks/results/estimators.md). 1 leaves them as the model gives them.
+    temperature: float = 1.0
     #: at most this many classification rounds per second (0 = every frame with faces).
     max_rate: float = 5.0
     #: also classify the mirrored face and average: more accurate, two inferences per face
@@ -135,6 +144,7 @@ class ClassifierConfig:
     def validate(self) -> None:
         _check(1 <= self.threads <= 16, "threads must lie in 1..16")
         _check(0 <= self.min_confidence < 1, "min_confidence must lie in [0, 1)")
+        _check(0.2 <= self.temperature <= 5, "temperature must lie in 0.2..5")
         _check(0 <= self.flip_margin <= 1, "flip_margin must lie in [0, 1]")
         _check(0 <= self.max_rate <= 120, "max_rate must lie in [0, 120]")
 

@@ -33,6 +33,7 @@ class DemoSource:
     """A looping, finite-length clip: 20 s of motion, replayed as long as the daemon runs."""
 
     finite = False  # it never ends on its own: the demo runs until stopped
+    stills = False
 
     def __init__(self, width: int = 640, height: int = 480, fps: float = 15.0, seconds: float = 20.0) -> None:
         self.width, self.height, self.fps = width, height, fps
@@ -79,6 +80,9 @@ class DemoSource:
         out = self.frame(self._i)
         self._i += 1
         return out
+
+    def position(self) -> float | None:
+        return None
 
     def close(self) -> None:
         self._portrait = None

@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from edgefer.config import FacesConfig
 
 log = logging.getLogger(__name__)
 SIZE = 48
@@ -84,25 +87,30 @@ class MediapipeDetector:
 
 
 def available_detectors() -> list[str]:
-    """The detectors usable here: mediapipe when its package imports, BlazeFace through LiteRT
-    when an interpreter imports and the model files are installed, and Haar always."""
+    """The detectors usable here, in the order ``auto`` prefers them: BlazeFace through LiteRT
+    (when an interpreter imports and the model files are installed; full range first), the
+    short-range network through the mediapipe package, and Haar always. By measurement
+    (benchmarks/results/detectors/detectors.md): on real photographs BlazeFace full range finds
+    every face Haar finds, draws no false boxes and costs about a fifth of Haar's CPU; and it
+    still finds faces 40-60 px wide, as a room camera shows a person 2 m away, where the short
+    range network (made for faces at arm's length) finds almost none."""
     from edgefer.blazeface import blazeface_available
 
-    names = ["blazeface", "blazeface-full", "haar"] if blazeface_available() else ["haar"]
+    names = ["blazeface-full", "blazeface"] if blazeface_available() else []
     try:
         import mediapipe as mp
 
         if hasattr(mp, "solutions") and hasattr(mp.solutions, "face_detection"):
-            names.insert(0, "mediapipe")
+            names.append("mediapipe")
     except Exception:  # an import error of any kind means: not usable here
         pass
-    return names
+    return [*names, "haar"]
 
 
 def make_detector(name: str = "auto", min_score: float = 0.5) -> Detector:
-    """The requested detector; 'auto' picks mediapipe when importable, else Haar."""
+    """The requested detector; 'auto' takes the first of :func:`available_detectors`."""
     if name == "auto":
-        name = "mediapipe" if "mediapipe" in available_detectors() else "haar"
+        name = available_detectors()[0]
     if name == "mediapipe":
         return MediapipeDetector(min_score)
     if name in ("blazeface", "blazeface-full"):
@@ -131,14 +139,51 @@ def scale_faces(faces: list[Face], factor: float) -> list[Face]:
     ]
 
 
-def crop_face(gray: np.ndarray, face: Face, margin: float = 0.1, size: int = SIZE) -> np.ndarray:
-    """A square ``size`` crop around ``face`` with ``margin``, eyes levelled when known.
+@dataclass(frozen=True)
+class Framing:
+    """Where the classifier's square crop lies relative to a detector's box.
+
+    ``scale`` is the crop's side over the box's larger side; ``dx``, ``dy`` move the crop's
+    centre by that fraction of the box's width and height. The classifier learned from
+    FER2013's tight face crops, and each detector draws its box differently, so each has its
+    own framing: the one that reproduces FER2013's crops from that detector's boxes.
+    """
+
+    scale: float = 1.0
+    dx: float = 0.0
+    dy: float = 0.0
+
+    @classmethod
+    def from_margin(cls, margin: float) -> Framing:
+        """A box widened by ``margin`` of its side on every edge, centred."""
+        return cls(scale=1 + 2 * margin)
+
+
+#: Measured by ``python -m benchmarks.framing`` (benchmarks/results/framing.md): FER2013
+#: training faces composited into frames, detected the way the daemon detects, and the
+#: median of (FER2013 crop) relative to (detector box). Used when ``faces.margin = "auto"``.
+FRAMING: dict[str, Framing] = {
+    "haar": Framing(scale=1.04, dx=0.0, dy=0.004),
+    "blazeface": Framing(scale=1.218, dx=0.0, dy=-0.097),
+    "blazeface-full": Framing(scale=1.156, dx=0.009, dy=-0.051),
+}
+
+
+def framing_for(detector: str, margin: float | str = "auto") -> Framing:
+    """The framing a config asks for: a detector's measured one, or a plain margin."""
+    if margin == "auto":
+        return FRAMING.get(detector, FRAMING["haar"])
+    return Framing.from_margin(float(margin))
+
+
+def crop_face(gray: np.ndarray, face: Face, framing: Framing = Framing(), size: int = SIZE) -> np.ndarray:
+    """A square ``size`` crop of ``face`` framed by ``framing``, eyes levelled when known.
 
     Borders are replicated when the square reaches past the frame so faces at the edge
     keep their scale instead of being stretched.
     """
-    cx, cy = face.x + face.w / 2, face.y + face.h / 2
-    side = max(face.w, face.h) * (1 + 2 * margin)
+    cx, cy = face.x + face.w * (0.5 + framing.dx), face.y + face.h * (0.5 + framing.dy)
+    side = max(face.w, face.h) * framing.scale
     angle = 0.0
     if face.eyes is not None:
         (lx, ly), (rx, ry) = face.eyes
@@ -150,10 +195,10 @@ def crop_face(gray: np.ndarray, face: Face, margin: float = 0.1, size: int = SIZ
     return cv2.warpAffine(gray, m, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
 
 
-def crop_faces(gray: np.ndarray, faces: list[Face], margin: float = 0.1) -> np.ndarray:
+def crop_faces(gray: np.ndarray, faces: list[Face], framing: Framing = Framing()) -> np.ndarray:
     if not faces:
         return np.zeros((0, SIZE, SIZE), np.uint8)
-    return np.stack([crop_face(gray, f, margin) for f in faces])
+    return np.stack([crop_face(gray, f, framing) for f in faces])
 
 
 class FaceStage:
@@ -166,14 +211,14 @@ class FaceStage:
         detect_scale: float = 0.5,
         detect_every: int = 1,
         min_face: int = 40,
-        margin: float = 0.1,
+        framing: Framing | None = None,
         max_faces: int = 8,
     ) -> None:
         self.detector = detector
         self.detect_scale = detect_scale
         self.detect_every = detect_every
         self.min_face = min_face
-        self.margin = margin
+        self.framing = framing or framing_for(getattr(detector, "name", "haar"))
         self.max_faces = max_faces
         self._frame = 0
         self._held: list[Face] = []
@@ -195,8 +240,21 @@ class FaceStage:
         return self._held, ran
 
     def crops(self, gray: np.ndarray, faces: list[Face]) -> np.ndarray:
-        return crop_faces(gray, faces, self.margin)
+        return crop_faces(gray, faces, self.framing)
 
     def reset(self) -> None:
         self._frame = 0
         self._held = []
+
+
+def build_face_stage(fc: FacesConfig, detector: Detector | None = None) -> FaceStage:
+    """The face stage a ``[faces]`` config describes (the detector is made unless given)."""
+    det = detector or make_detector(fc.detector, fc.min_score)
+    return FaceStage(
+        det,
+        detect_scale=fc.detect_scale,
+        detect_every=fc.detect_every,
+        min_face=fc.min_face,
+        framing=framing_for(det.name, fc.margin),
+        max_faces=fc.max_faces,
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -26,11 +27,12 @@ from edgefer import models as shipped
 from edgefer.classifier import Classifier, ModelError, read_labels
 from edgefer.config import Config, ConfigError, parse_duration
 from edgefer.discovery import discovery_messages, topics
-from edgefer.faces import FaceStage, make_detector
+from edgefer.faces import FaceStage, build_face_stage, make_detector
+from edgefer.framepath import FramePath
 from edgefer.mood import MoodTracker, window_name
 from edgefer.publish import MqttOutput, Output, StdoutOutput
 from edgefer.sdnotify import Notifier
-from edgefer.sources import Feed, make_source
+from edgefer.sources import Feed, is_recording, make_source
 from edgefer.store import Item, StateDirLock, Store
 
 log = logging.getLogger("edgefer")
@@ -117,17 +119,22 @@ class Service:
 
     def _build(self, cfg: Config) -> None:
         self.classifier = build_classifier(cfg)
-        self.faces = FaceStage(
-            make_detector(cfg.faces.detector, cfg.faces.min_score),
-            detect_scale=cfg.faces.detect_scale,
-            detect_every=cfg.faces.detect_every,
-            min_face=cfg.faces.min_face,
-            margin=cfg.faces.margin,
-            max_faces=cfg.faces.max_faces,
-        )
+        self.recording = is_recording(cfg.source)
+        self.path = self._path(cfg, build_face_stage(cfg.faces))
         self.tracker = self._tracker(cfg)
         self.output = self._output(cfg)
         self.feed = self._feed(cfg)
+
+    def _path(self, cfg: Config, stage: FaceStage) -> FramePath:
+        # track ids stay unique across restarts, so restored counts never merge two faces
+        first = int(time.time() * 1000) % 2**40 * 64
+        return FramePath(
+            stage,
+            self.classifier,
+            temperature=cfg.classifier.temperature,
+            stills=cfg.source.kind == "folder" or (self.recording and Path(cfg.source.device).is_dir()),
+            first_track=first,
+        )
 
     def _tracker(self, cfg: Config) -> MoodTracker:
         tracker = MoodTracker(
@@ -137,10 +144,19 @@ class Service:
             labels=self.classifier.labels,
             min_confidence=cfg.classifier.min_confidence,
         )
-        state = self.store.load_state()
+        # a recording is analysed from nothing: never mixed with a live daemon's counts
+        state = None if self.recording else self.store.load_state()
         if state and state.get("device") in (None, cfg.device_id):
             tracker.restore(state)
-        tracker.start(self.clock.now())
+        now = self.clock.now()
+        if self.recording:
+            # the recording's second 0 sits on the latest whole publish interval, so its
+            # windows cover recording time [0, every), [every, 2 every), ...
+            step = math.lcm(*tracker.intervals.values())
+            now = now // step * step
+        self.media_anchor = self.media_now = now
+        tracker.recording_start = now if self.recording else None
+        tracker.start(now)
         return tracker
 
     def _output(self, cfg: Config) -> Output:
@@ -184,14 +200,7 @@ class Service:
         self.store.queue_max = new.mqtt.queue_max
         self.persist()
         self.classifier = new_classifier
-        self.faces = FaceStage(
-            detector,
-            detect_scale=new.faces.detect_scale,
-            detect_every=new.faces.detect_every,
-            min_face=new.faces.min_face,
-            margin=new.faces.margin,
-            max_faces=new.faces.max_faces,
-        )
+        self.path = self._path(new, build_face_stage(new.faces, detector))
         self.cfg = new
         if (old.mood, old.device_id, old.classifier.min_confidence) != (
             new.mood,
@@ -214,26 +223,21 @@ class Service:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def process(self, gray: np.ndarray, t_wall: float, allow_classify: bool) -> int:
-        """One frame through faces -> classifier -> mood; returns the faces classified."""
+    def process(self, gray: np.ndarray, t: float, allow_classify: bool) -> int:
+        """One frame through the frame path into the mood tracker at time ``t``; returns the
+        faces classified."""
         if gray.ndim != 2 or gray.dtype != np.uint8 or min(gray.shape) < 16:
             self.counters.bad_frames += 1
             return 0
-        t0 = time.perf_counter()
-        boxes, _ = self.faces.faces(gray)
-        t1 = time.perf_counter()
-        self.counters.ms["detect"].add((t1 - t0) * 1000)
-        probs = None
-        if boxes and allow_classify:
-            crops = self.faces.crops(gray, boxes)
-            probs = self.classifier.predict(crops)
-            del crops
-            self.counters.ms["classify"].add((time.perf_counter() - t1) * 1000)
-            self.counters.classified += len(boxes)
-        self.counters.faces += len(boxes)
-        self.tracker.add_frame(t_wall, probs)
-        self.counters.ms["total"].add((time.perf_counter() - t0) * 1000)
-        return 0 if probs is None else len(probs)
+        reading = self.path.process(gray, allow_classify)
+        for stage in ("detect", "classify", "total"):
+            if stage in reading.ms:
+                self.counters.ms[stage].add(reading.ms[stage])
+        if reading.probs is not None:
+            self.counters.classified += len(reading.probs)
+        self.counters.faces += len(reading.faces)
+        self.tracker.add_frame(t, reading.probs, reading.tracks)
+        return 0 if reading.probs is None else len(reading.probs)
 
     def emit(self, summaries: list) -> None:
         if not summaries:
@@ -244,13 +248,15 @@ class Service:
             body = json.dumps(s.payload, separators=(",", ":"))
             items.append(Item(s.key, f"{base}/{s.payload['window']}", body))
             hist.append((s.key, s.window_seconds, s.end, body))
-        self.store.enqueue(items, self.tracker_state(), hist if self.cfg.history.keep_days else None)
+        keep = self.cfg.history.keep_days and not self.recording  # `edgefer report` shows the live device
+        self.store.enqueue(items, None if self.recording else self.tracker_state(), hist if keep else None)
 
     def tracker_state(self) -> dict:
         return {**self.tracker.state(), "device": self.cfg.device_id}
 
     def persist(self) -> None:
-        self.store.save_state(self.tracker_state())
+        if not self.recording:
+            self.store.save_state(self.tracker_state())
 
     def send_discovery(self) -> None:
         cfg = self.cfg
@@ -298,7 +304,7 @@ class Service:
                 "last_error": self.feed.last_error,
                 "restarts": self.feed.restarts,
             },
-            "detector": self.faces.detector.name,
+            "detector": self.path.stage.detector.name,
             "runtime": self.classifier.runtime,
             "model": self.classifier.path.name,
             "inferences_per_face": round(self.classifier.inferences_per_face, 3),
@@ -335,7 +341,7 @@ class Service:
             __version__,
             cfg.device_id,
             cfg.source.kind,
-            self.faces.detector.name,
+            self.path.stage.detector.name,
             self.classifier.path,
             self.classifier.runtime,
             self.classifier.threads,
@@ -357,9 +363,15 @@ class Service:
             frame = self.feed.get(timeout=0.25)
             mono = time.monotonic()
             if frame is not None:
-                gap = 1.0 / cfg.classifier.max_rate if cfg.classifier.max_rate else 0.0
+                # the rate cap spares a live camera's CPU; a recording is analysed whole
+                gap = 1.0 / cfg.classifier.max_rate if cfg.classifier.max_rate and not self.recording else 0.0
                 allow = frame.t - last_classify >= gap
-                if self.process(frame.gray, self.clock.at(frame.t), allow) and allow:
+                if self.recording and frame.media_t is not None:
+                    self.media_now = self.media_anchor + frame.media_t
+                    t = self.media_now
+                else:
+                    t = self.clock.at(frame.t)
+                if self.process(frame.gray, t, allow) and allow:
                     last_classify = frame.t
                 del frame
                 self.counters.frames += 1
@@ -376,7 +388,7 @@ class Service:
                 if not ready and self.feed.error:
                     ready = True  # up and retrying; systemd must not time the start out
                     self.notifier.ready(f"waiting for source: {self.feed.error}")
-            now = self.clock.now()
+            now = self.media_now if self.recording else self.clock.now()
             self.emit(self.tracker.due(now))
             if mono - last_persist >= parse_duration(cfg.mood.persist_every):
                 self.persist()
@@ -405,7 +417,8 @@ class Service:
         self.notifier.stopping()
         self.feed.stop()
         if finished:
-            self.emit(self.tracker.final(self.clock.now()))
+            end = self.media_now + 1.0 / self.cfg.source.fps if self.recording else self.clock.now()
+            self.emit(self.tracker.final(end))
         self.persist()
         deadline = time.monotonic() + (15.0 if finished else 5.0)
         while self.store.depth() and time.monotonic() < deadline:

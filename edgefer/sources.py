@@ -41,7 +41,8 @@ class SourceError(RuntimeError):
 class Frame:
     gray: np.ndarray
     t: float  # time.monotonic() at capture
-    index: int
+    #: seconds into a recording or folder (its own clock); None for a live source
+    media_t: float | None = None
 
 
 class Source(Protocol):
@@ -50,10 +51,24 @@ class Source(Protocol):
     finite: bool
     #: native frame rate, for pacing finite sources.
     fps: float
+    #: frames are unrelated photographs (a folder): nothing carries over between them.
+    stills: bool
 
     def open(self) -> None: ...
     def read(self) -> np.ndarray | None: ...  # None: the end of a finite source
+    def position(self) -> float | None: ...  # seconds into a finite source of the frame just read
     def close(self) -> None: ...
+
+
+def is_recording(cfg: SourceConfig) -> bool:
+    """A file or folder analysed once: it runs on its own clock and starts from nothing
+    (a looping file stands in for a live camera and is not one)."""
+    if cfg.loop or cfg.kind in ("picamera2", "demo"):
+        return False
+    if cfg.kind == "folder" or (cfg.kind == "auto" and not cfg.device.isdigit() and Path(cfg.device).is_dir()):
+        return True
+    camera = cfg.device.isdigit() or cfg.device.startswith(("/dev/", "rtsp://", "http://", "https://"))
+    return cfg.kind in ("opencv", "auto") and not camera and Path(cfg.device).is_file()
 
 
 def to_gray(img: np.ndarray) -> np.ndarray:
@@ -82,8 +97,11 @@ class OpenCVSource:
         self.width, self.height, self.fps = width, height, fps
         self.is_camera = device.isdigit() or device.startswith("/dev/")
         self.finite = not self.is_camera and not device.startswith(("rtsp://", "http://", "https://"))
+        self.stills = False
         self.name = f"opencv:{redact(device)}"
         self._cap: cv2.VideoCapture | None = None
+        self._read = 0
+        self._last_pos = -1.0
 
     def open(self) -> None:
         if self.finite and not Path(self.device).exists():
@@ -111,7 +129,19 @@ class OpenCVSource:
             if self.finite:
                 return None
             raise SourceError(f"{redact(self.device)}: camera returned no frame")
+        self._read += 1
         return to_gray(img)
+
+    def position(self) -> float | None:
+        """The container's timestamp of the frame just read; the frame count over the
+        native rate where the container gives none (or one that does not advance)."""
+        if not self.finite or self._cap is None:
+            return None
+        pos = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000
+        if not (pos > self._last_pos) or pos != pos:
+            pos = (self._read - 1) / self.fps
+        self._last_pos = pos
+        return pos
 
     def close(self) -> None:
         if self._cap is not None:
@@ -120,9 +150,11 @@ class OpenCVSource:
 
 
 class FolderSource:
-    """Images in a folder, in name order, at ``fps``."""
+    """Images in a folder, in name order: independent stills, one ``1/fps`` apart on the
+    folder's own clock."""
 
     finite = True
+    stills = True
 
     def __init__(self, path: str, fps: float = 15.0) -> None:
         self.path = Path(path)
@@ -149,6 +181,9 @@ class FolderSource:
             log.warning("%s: unreadable image, skipped", f)
         return None
 
+    def position(self) -> float | None:
+        return (self._i - 1) / self.fps
+
     def close(self) -> None:
         self._files = []
 
@@ -158,6 +193,7 @@ class Picamera2Source:
     grayscale frame, so no colour conversion runs on the Pi."""
 
     finite = False
+    stills = False
 
     def __init__(self, width: int = 640, height: int = 480, fps: float = 15.0, camera: int = 0) -> None:
         self.width, self.height, self.fps = width, height, fps
@@ -195,6 +231,9 @@ class Picamera2Source:
             raise SourceError(f"camera {self.camera}: capture failed ({exc})") from None
         # YUV420 planar: the first `height` rows are luminance (the row stride may be padded).
         return np.ascontiguousarray(yuv[: self._h, : self._w])
+
+    def position(self) -> float | None:
+        return None
 
     def close(self) -> None:
         if self._cam is not None:
@@ -335,7 +374,6 @@ class Feed:
         """Read until the end (True), an error (raises) or a stop/stall (False)."""
         period = 1.0 / src.fps if src.finite and self.pace and src.fps > 0 else 0.0
         next_t = time.monotonic()
-        index = 0
         while not self._stop.is_set() and generation == self._generation:
             img = src.read()
             if img is None:
@@ -345,8 +383,7 @@ class Feed:
                 wait = next_t - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
                     return False
-            frame = Frame(to_gray(img), time.monotonic(), index)
-            index += 1
+            frame = Frame(to_gray(img), time.monotonic(), src.position() if src.finite else None)
             with self._cond:
                 if src.finite and not self.pace:
                     while self._slot is not None and not self._stop.is_set() and generation == self._generation:

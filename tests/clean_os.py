@@ -179,6 +179,14 @@ class Chroot:
             timeout=timeout,
         )
 
+    def as_admin(self, script: str, cwd: str = "~", timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+        """``sudo script`` as the user would type it. Under emulation setuid programs do not
+        gain root (binfmt_misc runs them without the credentials flag), so there the chroot's
+        root runs the same command line instead."""
+        if self.qemu_cpu:
+            return self.run_root(f"cd {cwd} && {script}", timeout=timeout)
+        return self.run_as(USER, f"cd {cwd} && sudo {script}", timeout=timeout)
+
     def close(self) -> None:
         for target in reversed(self.mounts):
             subprocess.run(["umount", "-l", str(target)], check=False)

@@ -30,10 +30,12 @@ def make_clip(fer2013: Path, out: Path, per_class: int = 8, repeat: int = 3, see
     return out, np.asarray(labels).reshape(-1)
 
 
-def write_video(frames_dir: Path, path: Path, fps: float = 15.0) -> Path:
+def write_video(frames_dir: Path, path: Path, fps: float = 15.0, fourcc: str = "MJPG") -> Path:
+    """A video of the folder's PNG frames: MJPG (what cameras send) or FFV1 (lossless, for
+    comparing machines: JPEG decoders differ in the last bits between CPU architectures)."""
     files = sorted(frames_dir.glob("*.png"))
     first = cv2.imread(str(files[0]), cv2.IMREAD_GRAYSCALE)
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (first.shape[1], first.shape[0]))
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (first.shape[1], first.shape[0]))
     for f in files:
         w.write(cv2.cvtColor(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE), cv2.COLOR_GRAY2BGR))
     w.release()

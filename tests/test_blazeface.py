@@ -136,10 +136,11 @@ def test_letterboxed_frames_map_boxes_back_to_frame_pixels(
 def test_make_detector_and_the_shipped_model_list() -> None:
     from edgefer.models import shipped_models
 
-    assert available_detectors()[-3:] == ["blazeface", "blazeface-full", "haar"]
+    found = available_detectors()
+    assert found[:2] == ["blazeface-full", "blazeface"] and found[-1] == "haar"
     det = make_detector("blazeface")
     assert det.name == "blazeface" and isinstance(det, BlazeFaceDetector)
     assert make_detector("blazeface-full", 0.6).name == "blazeface-full"
-    assert make_detector("auto").name in ("mediapipe", "haar")  # auto is unchanged for now
+    assert make_detector("auto").name == "blazeface-full"  # the default, chosen by measurement
     names = [p.name for p in shipped_models()]
     assert names and not any(n.startswith("blazeface") for n in names)

@@ -10,9 +10,10 @@ import pytest
 from edgefer import LABELS
 from edgefer.classifier import Classifier, ModelError, read_labels
 from edgefer.datasets import load_fer2013
+from edgefer.models import shipped_models
 from tests.conftest import MODELS
 
-SHIPPED = sorted(MODELS.glob("*.tflite"))
+SHIPPED = shipped_models()
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,9 @@ from tests.daemon_helpers import Daemon, config_text, looping_config, make_clip,
 pytestmark = pytest.mark.slow
 
 MOOD_KEYS = {
-    "schema", "device", "window", "window_seconds", "start", "end", "key", "seq", "counts", "shares", "faces",
-    "uncertain", "frames", "frames_with_faces", "positivity_ratio", "flourishing", "neutral_share", "expressivity",
-    "emotion_entropy", "dominant", "coverage",
+    "schema", "device", "window", "window_seconds", "start", "end", "key", "seq", "timeline", "recording_start",
+    "counts", "shares", "shares_ci95", "faces", "tracks", "uncertain", "frames", "frames_with_faces",
+    "positivity_ratio", "flourishing", "neutral_share", "expressivity", "emotion_entropy", "dominant", "coverage",
 }  # fmt: skip
 
 

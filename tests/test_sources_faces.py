@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgefer.config import SourceConfig
-from edgefer.faces import Face, FaceStage, HaarDetector, crop_face, scale_faces
+from edgefer.faces import Face, FaceStage, Framing, HaarDetector, crop_face, framing_for, scale_faces
 from edgefer.sources import Feed, FolderSource, OpenCVSource, make_source, redact, to_gray
 
 
@@ -50,15 +50,27 @@ def test_folder_feed_hands_over_every_frame_then_ends(tmp_path: Path) -> None:
 def test_crop_is_square_with_margin_and_levels_the_eyes() -> None:
     img = np.zeros((200, 200), np.uint8)
     img[50:150, 50:150] = 255  # the "face" box
-    c = crop_face(img, Face(50, 50, 100, 100), margin=0.25)
+    c = crop_face(img, Face(50, 50, 100, 100), Framing.from_margin(0.25))
     assert c.shape == (48, 48)
     # a quarter of the box as margin on each side: the bright square fills the middle 2/3
     assert c[24, 24] == 255 and c[2, 24] == 0 and c[24, 2] == 0
     tilted = np.zeros((200, 200), np.uint8)
     cv2.line(tilted, (60, 80), (140, 120), 255, 3)  # a line through both eyes, tilted
-    flat = crop_face(tilted, Face(50, 50, 100, 100, eyes=((60, 80), (140, 120))), margin=0.0)
+    flat = crop_face(tilted, Face(50, 50, 100, 100, eyes=((60, 80), (140, 120))))
     rows = np.flatnonzero(flat.max(axis=1) > 128)
     assert rows.max() - rows.min() <= 4  # the eye line is horizontal after levelling
+
+
+def test_framing_moves_and_scales_the_crop_relative_to_the_box() -> None:
+    img = np.zeros((300, 300), np.uint8)
+    img[100:200, 100:200] = 255
+    # a crop twice the box (200 px, scale 0.24), its centre moved down by half the box to
+    # y = 150: it spans y 50..250, so the square (y 100..200) fills crop rows 12..36
+    c = crop_face(img, Face(100, 50, 100, 100), Framing(scale=2.0, dy=0.5))
+    col = c[:, 24] > 128
+    assert not col[:10].any() and col[14:34].all() and not col[38:].any()
+    assert framing_for("haar") == framing_for("haar", "auto") != framing_for("haar", 0.15)
+    assert framing_for("haar", 0.15) == Framing(scale=1.3)
 
 
 def test_scale_faces_and_held_boxes(fer2013: Path) -> None:
