@@ -126,8 +126,9 @@ class Service:
         self.feed = self._feed(cfg)
 
     def _path(self, cfg: Config, stage: FaceStage) -> FramePath:
-        # track ids stay unique across restarts, so restored counts never merge two faces
-        first = int(time.time() * 1000) % 2**40 * 64
+        # track ids start from the wall time in ms x 1000, so a restart never reuses an id
+        # that restored counts hold (that would merge two faces into one unit)
+        first = int(time.time() * 1000) * 1000
         return FramePath(
             stage,
             self.classifier,

@@ -5,7 +5,8 @@
 #
 # Pi 4 is cortex-a72 (the default), Pi 5 cortex-a76. Needs root, debootstrap and
 # qemu-user-static with binfmt_misc (apt-get install debootstrap qemu-user-static
-# binfmt-support). Takes about 20 minutes: not part of every test run.
+# binfmt-support). Takes 3-7 minutes (the first run bootstraps the arm64 base system under
+# emulation) and needs qemu and binfmt_misc: not part of every test run.
 #
 # QEMU_CPU matters: qemu's default "max" CPU makes LiteRT's int8 XNNPACK kernels return one
 # class for every face (an emulator artefact; a72, a76 and x86 agree exactly), so the test

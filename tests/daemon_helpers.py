@@ -30,6 +30,34 @@ def make_clip(fer2013: Path, out: Path, per_class: int = 8, repeat: int = 3, see
     return out, np.asarray(labels).reshape(-1)
 
 
+REAL_POSED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "real-posed"
+
+
+def make_real_clip(out: Path, per_class: int = 3, hold: int = 4, head: int = 260, seed: int = 0) -> Path:
+    """A folder of 640x480 PNG frames showing real photographed heads (real-posed/rafd), each
+    scaled to ``head`` px tall, placed at a random spot on a textured background and held for
+    ``hold`` frames: a person in front of a camera, for the tests that need the detector to
+    see faces as it does in a room (FER2013's tight crops lack the head it looks for)."""
+    from edgefer.bench import _background
+
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    i = 0
+    for label in ("angry", "happy", "sad", "neutral"):
+        for photo in sorted((REAL_POSED / "rafd" / label).iterdir())[:per_class]:
+            gray = cv2.imread(str(photo), cv2.IMREAD_GRAYSCALE)
+            small = cv2.resize(
+                gray, None, fx=head / gray.shape[0], fy=head / gray.shape[0], interpolation=cv2.INTER_AREA
+            )
+            y, x = int(rng.integers(0, 481 - small.shape[0])), int(rng.integers(0, 641 - small.shape[1]))
+            for _ in range(hold):
+                frame = _background((640, 480), rng)
+                frame[y : y + small.shape[0], x : x + small.shape[1]] = small
+                cv2.imwrite(str(out / f"{i:05d}.png"), frame)
+                i += 1
+    return out
+
+
 def write_video(frames_dir: Path, path: Path, fps: float = 15.0, fourcc: str = "MJPG") -> Path:
     """A video of the folder's PNG frames: MJPG (what cameras send) or FFV1 (lossless, for
     comparing machines: JPEG decoders differ in the last bits between CPU architectures)."""

@@ -3,11 +3,11 @@
 Each run unpacks a fresh minimal Debian (Bookworm, the base of Raspberry Pi OS, and Trixie),
 clones this checkout into a user's home and runs ``sudo deploy/install.sh --no-start`` as
 docs/install.md says. Then the installed ``edgefer check-config`` and the installed daemon, as
-the service account, on a short clip of real FER2013 faces; its counts must equal the same
+the service account, on a short clip of real photographed heads; its counts must equal the same
 clip's counts from this checkout on the host. Then a second run (which changes nothing),
 uninstall and purge.
 
-The arm64 case (a Pi's CPU under qemu-user-static) takes about 20 minutes and runs only when
+The arm64 case (a Pi's CPU under qemu-user-static) takes 3-7 minutes, needs qemu and binfmt_misc, and runs only when
 asked: ``tests/clean-os-arm64.sh`` (``EDGEFER_ARM64_CPU=cortex-a72``).
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.clean_os import clean_debian, progress
-from tests.daemon_helpers import make_clip, write_video
+from tests.daemon_helpers import make_real_clip, write_video
 
 pytestmark = [pytest.mark.slow, pytest.mark.deploy]
 
@@ -55,8 +55,8 @@ def final_counts(stdout: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def clip(fer2013: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    frames, _ = make_clip(fer2013, tmp_path_factory.mktemp("frames"), per_class=4, repeat=2)
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    frames = make_real_clip(tmp_path_factory.mktemp("frames"), per_class=3, hold=4)
     # lossless: MJPEG decodes differently in the last bits on ARM and x86, and that is not
     # what this compares
     return write_video(frames, tmp_path_factory.mktemp("clip") / "clip.mkv", fourcc="FFV1")
@@ -201,6 +201,6 @@ def test_installer_on_a_clean_debian(suite: str, clip: Path, tmp_path: Path) -> 
     install_and_run(suite, clip, tmp_path)
 
 
-@pytest.mark.skipif(not ARM64_CPU, reason="arm64 under emulation takes ~20 min: tests/clean-os-arm64.sh")
+@pytest.mark.skipif(not ARM64_CPU, reason="arm64 under emulation runs on request: tests/clean-os-arm64.sh")
 def test_installer_on_a_clean_debian_arm64(clip: Path, tmp_path: Path) -> None:
     install_and_run(os.environ.get("EDGEFER_ARM64_SUITE", "bookworm"), clip, tmp_path, arch="arm64", cpu=ARM64_CPU)
