@@ -968,23 +968,25 @@ def _iou(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 class EdgeferLane:
-    """The daemon's per-frame path: FaceStage (detect on a downscaled frame, hold boxes) ->
-    crop from the full frame -> Classifier, timed stage by stage."""
+    """The daemon's frame path (edgefer.framepath.FramePath: detect on a downscaled frame and
+    hold boxes, frame and align, classify, track), timed stage by stage as it reports them."""
 
     def __init__(self, detector: str, every: int, scale: float, spec: ModelSpec, threads: int) -> None:
         from edgefer.faces import build_face_stage
+        from edgefer.framepath import FramePath
 
-        self.stage = build_face_stage(replace(FacesConfig(), detector=detector, detect_every=every, detect_scale=scale))
+        stage = build_face_stage(replace(FacesConfig(), detector=detector, detect_every=every, detect_scale=scale))
         self.model = spec.build(threads)
+        self.path = FramePath(stage, self.model, temperature=ClassifierConfig().temperature)
         self.spec, self.threads, self.every, self.scale = spec, threads, every, scale
-        self.name = f"{self.stage.detector.name} every {every} scale {scale:g} + {spec.name} @{threads}t"
+        self.name = f"{stage.detector.name} every {every} scale {scale:g} + {spec.name} @{threads}t"
         self._to_common = np.array([LABELS.index(lab) for lab in self.model.labels])
         self.stages = ("detect", "crop", "classify")
 
     def describe(self) -> dict[str, Any]:
         return {
             "pipeline": "edgefer",
-            "detector": self.stage.detector.name,
+            "detector": self.path.stage.detector.name,
             "detect_every": self.every,
             "detect_scale": self.scale,
             "model": self.spec.name,
@@ -994,26 +996,18 @@ class EdgeferLane:
         }
 
     def reset(self) -> None:
-        self.stage.reset()
+        self.path.reset()
 
     def step(self, gray: np.ndarray, classify: bool) -> tuple[dict[str, float], bool, list[tuple[tuple, int]]]:
-        t0 = time.perf_counter()
-        boxes, ran = self.stage.faces(gray)
-        t1 = time.perf_counter()
-        ms = {"detect": (t1 - t0) * 1000, "crop": 0.0, "classify": 0.0}
+        r = self.path.process(gray, classify)
+        ms = {"crop": 0.0, "classify": 0.0, **r.ms}
         found: list[tuple[tuple, int]] = []
-        if boxes and classify:
-            crops = self.stage.crops(gray, boxes)
-            t2 = time.perf_counter()
-            probs = self.model.predict(crops)
-            t3 = time.perf_counter()
-            ms["crop"], ms["classify"] = (t2 - t1) * 1000, (t3 - t2) * 1000
+        if r.probs is not None:
             found = [
-                ((b.x, b.y, b.w, b.h), int(self._to_common[int(np.argmax(p))]))
-                for b, p in zip(boxes, probs, strict=True)
+                ((f.x, f.y, f.w, f.h), int(self._to_common[int(np.argmax(p))]))
+                for f, p in zip(r.faces, r.probs, strict=True)
             ]
-        ms["total"] = (time.perf_counter() - t0) * 1000
-        return ms, ran, found
+        return ms, r.detected, found
 
 
 class FerPipelineLane:
