@@ -58,6 +58,11 @@ def make_real_clip(out: Path, per_class: int = 3, hold: int = 4, head: int = 260
     return out
 
 
+def analysis_args(config: str | Path, source: str | Path, state: str | Path) -> list[str]:
+    """``edgefer run`` arguments that analyse a recording or folder as a researcher does."""
+    return ["run", "--config", str(config), "--source", str(source), "--stdout", "--fast", "--state-dir", str(state)]
+
+
 def write_video(frames_dir: Path, path: Path, fps: float = 15.0, fourcc: str = "MJPG") -> Path:
     """A video of the folder's PNG frames: MJPG (what cameras send) or FFV1 (lossless, for
     comparing machines: JPEG decoders differ in the last bits between CPU architectures)."""

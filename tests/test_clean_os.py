@@ -25,13 +25,12 @@ from pathlib import Path
 import pytest
 
 from tests.clean_os import clean_debian, progress
-from tests.daemon_helpers import make_real_clip, write_video
+from tests.daemon_helpers import analysis_args, make_real_clip, write_video
 
 pytestmark = [pytest.mark.slow, pytest.mark.deploy]
 
-# The daemon's defaults, except that every frame with a face is classified: the live rate
-# cap is paced in wall time, and an emulated CPU would then count fewer faces than the host.
-CLIP_CONFIG = "[classifier]\nmax_rate = 0\n"
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "edgefer.toml"
+CONF = "/etc/edgefer/edgefer.toml"  # where the installer puts it
 ARM64_CPU = os.environ.get("EDGEFER_ARM64_CPU", "")
 
 
@@ -63,27 +62,9 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def host_counts(clip: Path, tmp_path: Path) -> dict:
-    config = tmp_path / "clip.toml"
-    config.write_text(CLIP_CONFIG)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgefer.cli",
-            "run",
-            "--config",
-            str(config),
-            "--source",
-            str(clip),
-            "--stdout",
-            "--fast",
-            "--state-dir",
-            str(tmp_path / "host-state"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """The same clip through this checkout with the example config the installer copies."""
+    args = analysis_args(EXAMPLE_CONFIG, clip, tmp_path / "host-state")
+    done = subprocess.run([sys.executable, "-m", "edgefer.cli", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return final_counts(done.stdout)
 
@@ -131,7 +112,6 @@ def install_and_run(suite: str, clip: Path, tmp_path: Path, arch: str | None = N
     with clean_debian(suite, tmp_path, arch=arch, qemu_cpu=cpu) as chroot:
         repo = chroot.clone()
         shutil.copy2(clip, chroot.path("/tmp/clip.mkv"))
-        chroot.path("/tmp/clip.toml").write_text(CLIP_CONFIG)
 
         # 1. as docs/install.md says, from the user's clone
         progress(f"{suite} {chroot.arch}: sudo deploy/install.sh --no-start")
@@ -160,8 +140,7 @@ def install_and_run(suite: str, clip: Path, tmp_path: Path, arch: str | None = N
         progress(f"{suite} {chroot.arch}: the installed daemon on a {expected['frames']}-frame clip")
         run = chroot.run_as(
             "edgefer",
-            "/opt/edgefer/venv/bin/edgefer run --config /tmp/clip.toml --source /tmp/clip.mkv"
-            " --stdout --fast --state-dir /var/lib/edgefer",
+            " ".join(["/opt/edgefer/venv/bin/edgefer", *analysis_args(CONF, "/tmp/clip.mkv", "/var/lib/edgefer")]),
         )
         assert run.returncode == 0, lines(run)
         got = final_counts(run.stdout)

@@ -22,28 +22,17 @@ from edgefer.config import parse
 from edgefer.faces import build_face_stage
 from edgefer.framepath import FramePath
 from edgefer.service import build_classifier
-from tests.daemon_helpers import make_clip, write_video
+from tests.daemon_helpers import analysis_args, make_clip, write_video
 
 pytestmark = pytest.mark.slow
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "real-posed"
 
 
-def analyse(source: Path, state: Path, *extra: str) -> list[dict]:
+def analyse(source: Path, state: Path) -> list[dict]:
+    example = Path(__file__).resolve().parents[1] / "deploy" / "edgefer.toml"
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgefer.cli",
-            "run",
-            "--source",
-            str(source),
-            "--stdout",
-            "--fast",
-            "--state-dir",
-            str(state),
-            *extra,
-        ],
+        [sys.executable, "-m", "edgefer.cli", *analysis_args(example, source, state)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -17,7 +17,7 @@ import pytest
 
 from edgefer.models import DEFAULT_MODEL
 from tests.conftest import MODELS, REPO
-from tests.daemon_helpers import make_clip, write_video
+from tests.daemon_helpers import analysis_args, make_clip, write_video
 
 pytestmark = [pytest.mark.slow, pytest.mark.deploy]
 
@@ -63,24 +63,8 @@ def test_installed_check_config_finds_the_model_inside_the_package(installed: Pa
 def test_installed_daemon_summarises_a_clip(installed: Path, fer2013: Path, tmp_path: Path) -> None:
     frames, labels = make_clip(fer2013, tmp_path / "frames", per_class=4, repeat=2)
     clip = write_video(frames, tmp_path / "clip.avi")
-    config = tmp_path / "clip.toml"
-    config.write_text("[classifier]\nmax_rate = 0\n")
-    done = run(
-        [
-            str(installed / "edgefer"),
-            "run",
-            "--config",
-            str(config),
-            "--source",
-            str(clip),
-            "--stdout",
-            "--fast",
-            "--state-dir",
-            str(tmp_path / "state"),
-        ],
-        cwd=tmp_path,
-        timeout=300,
-    )
+    args = analysis_args(REPO / "deploy" / "edgefer.toml", clip, tmp_path / "state")
+    done = run([str(installed / "edgefer"), *args], cwd=tmp_path, timeout=300)
     rows = [json.loads(ln) for ln in done.stdout.splitlines() if ln.startswith("{")]
     moods = [r["payload"] for r in rows if "/mood/" in r["topic"]]
     assert moods, done.stdout + done.stderr
