@@ -107,7 +107,7 @@ def recall_by_size(detectors: dict[str, Any], frames: list[tuple[str, np.ndarray
     that its face (BlazeFace full range's box on the 640 px photo) is ``side`` px wide and
     pasted at a random place into a 640x480 frame on a textured background. A person 2 m from
     a Pi camera module (about 62 degrees across 640 px) shows a face about 50 px wide."""
-    from edgefer.bench import _background
+    from edgefer.bench.clips import background
     from edgefer.faces import FaceStage
 
     ref = FaceStage(detectors["blazeface-full"], detect_scale=1.0, min_face=20)
@@ -127,7 +127,7 @@ def recall_by_size(detectors: dict[str, Any], frames: list[tuple[str, np.ndarray
                 if not w:
                     continue
                 small = cv2.resize(gray, None, fx=side / w, fy=side / w, interpolation=cv2.INTER_AREA)[:480, :640]
-                frame = _background((640, 480), rng)
+                frame = background((640, 480), rng)
                 y, x = int(rng.integers(0, 481 - small.shape[0])), int(rng.integers(0, 641 - small.shape[1]))
                 frame[y : y + small.shape[0], x : x + small.shape[1]] = small
                 stage.reset()
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="timing passes over the images (default 3)")
     args = ap.parse_args(argv)
 
-    from edgefer.bench import cpu_label, host_info
+    from edgefer.bench.host import cpu_label, host_info
     from edgefer.classifier import load_interpreter_class
     from edgefer.faces import available_detectors, make_detector
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.margins import validation_faces
-from edgefer.bench import composite_frames
+from edgefer.bench.clips import composite_frames
 from edgefer.config import parse
 from edgefer.faces import build_face_stage
 from edgefer.framepath import FramePath, calibrate

@@ -152,7 +152,7 @@ def files(
 
 def time_files(paths: dict[str, Path], rounds: int = 20, calls: int = 300, log=print) -> dict[str, dict]:
     """Median and spread of one call's time for each file, all files timed in every round."""
-    from edgefer.bench import latency_stats
+    from edgefer.bench.stats import latency_stats
     from edgefer.classifier import load_interpreter_class
 
     interpreter_class, _ = load_interpreter_class()
@@ -225,7 +225,7 @@ def save_timed(
     """Save a timing table, its figures and its plot with the host they were measured on: the
     ranking of int8 files depends on the CPU's int8 instructions, so a number without its CPU
     cannot be read."""
-    from edgefer.bench import cpu_label, host_info
+    from edgefer.bench.host import cpu_label, host_info
 
     host = host_info()
     folder = save_results(out, name, table + f"\nHost: {cpu_label(host)}.\n", {**result, "host": host})

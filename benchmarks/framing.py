@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from edgefer import LABELS
-from edgefer.bench import _background
+from edgefer.bench.clips import background
 from edgefer.config import FacesConfig, parse
 from edgefer.datasets import find_root, load_fer2013
 from edgefer.faces import FRAMING, Framing, available_detectors, build_face_stage, crop_face
@@ -46,7 +46,7 @@ def measure(detector: str, images: np.ndarray, n: int, seed: int) -> dict:
     rel, tried = [], 0
     for i in rng.permutation(len(images))[:n]:
         side = int(rng.integers(110, 231))
-        frame = _background((640, 480), rng)
+        frame = background((640, 480), rng)
         x, y = int(rng.integers(0, 640 - side)), int(rng.integers(0, 480 - side))
         frame[y : y + side, x : x + side] = cv2.resize(images[i], (side, side), interpolation=cv2.INTER_CUBIC)
         stage.reset()

@@ -50,7 +50,7 @@ def time_lanes(lanes: dict, faces: np.ndarray, rounds: int = 5, log=print) -> di
     """Mean time per face (ms) of each classifier's whole call, every lane timed over the same
     faces in every round so that their ratios hold while the machine does other work; round 0
     warms up and is dropped."""
-    from edgefer.bench import latency_stats
+    from edgefer.bench.stats import latency_stats
 
     per_round: dict[str, list[float]] = {name: [] for name in lanes}
     for r in range(rounds + 1):

@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def bench_main(argv: list[str] | None = None) -> int:
-    from edgefer.bench import main as bench
+    from edgefer.bench.cli import main as bench
 
     return bench(argv)
 

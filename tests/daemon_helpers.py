@@ -20,7 +20,7 @@ from edgefer.datasets import load_fer2013
 def make_clip(fer2013: Path, out: Path, per_class: int = 8, repeat: int = 3, seed: int = 0) -> tuple[Path, np.ndarray]:
     """A folder of 640x480 PNG frames, each with one FER2013 test face; returns the
     folder and the true label of every frame."""
-    from edgefer.bench import composite_clip
+    from edgefer.bench.clips import composite_clip
 
     d = load_fer2013(fer2013, "test", limit_per_class=per_class)
     frames, labels = composite_clip(d.images, d.labels, len(d) * repeat, seed=seed)
@@ -38,7 +38,7 @@ def make_real_clip(out: Path, per_class: int = 3, hold: int = 4, head: int = 260
     scaled to ``head`` px tall, placed at a random spot on a textured background and held for
     ``hold`` frames: a person in front of a camera, for the tests that need the detector to
     see faces as it does in a room (FER2013's tight crops lack the head it looks for)."""
-    from edgefer.bench import _background
+    from edgefer.bench.clips import background
 
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,7 @@ def make_real_clip(out: Path, per_class: int = 3, hold: int = 4, head: int = 260
             )
             y, x = int(rng.integers(0, 481 - small.shape[0])), int(rng.integers(0, 641 - small.shape[1]))
             for _ in range(hold):
-                frame = _background((640, 480), rng)
+                frame = background((640, 480), rng)
                 frame[y : y + small.shape[0], x : x + small.shape[1]] = small
                 cv2.imwrite(str(out / f"{i:05d}.png"), frame)
                 i += 1

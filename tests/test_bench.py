@@ -18,8 +18,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edgefer import LABELS, bench
-from edgefer.bench import composite_clip, composite_frames, main, render
+from edgefer import LABELS
+from edgefer.bench.cli import main
+from edgefer.bench.clips import composite_clip, composite_frames
+from edgefer.bench.host import INT8_FEATURES, cpu_label, int8_features
+from edgefer.bench.report import render
 from edgefer.classifier import Classifier, read_labels
 from edgefer.cli import bench_main
 from edgefer.datasets import FER2013_CLASSES, load_fer2013
@@ -87,7 +90,7 @@ def test_dataset_json_has_every_figure(dataset_run: tuple[dict, str, Path]) -> N
     )
     host = result["host"]
     assert host["cores_logical"] >= 1 and host["python"] and host["cpu_model"]
-    assert set(host["int8_features"]) <= set(bench.INT8_FEATURES)
+    assert set(host["int8_features"]) <= set(INT8_FEATURES)
     assert "numpy" in host["packages"]
     assert result["paper"]["latency_ms_mean"] == 13.92
 
@@ -275,7 +278,7 @@ def test_peer_fer_is_measured_where_installed_and_said_otherwise(fer2013: Path, 
 def test_reports_name_model_files_without_this_machines_paths(tmp_path: Path, monkeypatch) -> None:
     """Shared result files must not carry where they were made: inside the working directory
     a path is relative, an installed package's file is named from its site-packages."""
-    from edgefer.bench import shown_path
+    from edgefer.bench.models import shown_path
 
     (tmp_path / "models").mkdir()
     model = tmp_path / "models" / "edgefer-int8.tflite"
@@ -330,13 +333,13 @@ def test_int8_instructions_are_read_from_cpuinfo() -> None:
     pi4 = "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU part\t: 0xd08\n"
     pi5 = "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm asimddp\n"
     xeon = "model name\t: Intel(R) Xeon(R)\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_tile amx_int8\n"
-    assert bench.int8_features(pi4) == ["asimd"]
-    assert bench.int8_features(pi5) == ["asimd", "asimddp"]
-    assert bench.int8_features(xeon) == ["avx2", "avx512f", "avx512_vnni", "amx_int8"]
-    assert bench.int8_features("") == []
+    assert int8_features(pi4) == ["asimd"]
+    assert int8_features(pi5) == ["asimd", "asimddp"]
+    assert int8_features(xeon) == ["avx2", "avx512f", "avx512_vnni", "amx_int8"]
+    assert int8_features("") == []
     host = {"cpu_model": "Cortex-A72", "int8_features": ["asimd"]}
-    assert bench.cpu_label(host) == "Cortex-A72 (int8 instructions: asimd)"
-    assert bench.cpu_label({"cpu_model": "old result"}) == "old result"
+    assert cpu_label(host) == "Cortex-A72 (int8 instructions: asimd)"
+    assert cpu_label({"cpu_model": "old result"}) == "old result"
 
 
 def test_the_emulated_timing_script_times_real_files_and_renders_their_ratios(tmp_path: Path, capsys) -> None:

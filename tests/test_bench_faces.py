@@ -18,14 +18,17 @@ import numpy as np
 import pytest
 
 from edgefer import LABELS
-from edgefer.bench import _iou, composite_frames, main, render
-from edgefer.bench_faces import load_photo
+from edgefer.bench.cli import main
+from edgefer.bench.clips import composite_frames
+from edgefer.bench.faces import load_photo
+from edgefer.bench.peers.fer import FerModelUnavailable, FerPipeline, find_fer_model
+from edgefer.bench.report import render
+from edgefer.bench.stats import iou
 from edgefer.config import parse
 from edgefer.datasets import load_fer2013
 from edgefer.faces import build_face_stage
 from edgefer.framepath import FramePath
 from edgefer.mood import share_intervals
-from edgefer.peer_fer import FerModelUnavailable, FerPipeline, find_fer_model
 from edgefer.service import build_classifier
 from tests.conftest import REPO
 
@@ -169,7 +172,7 @@ def test_fer_pipeline_reproduces_fers_own_run() -> None:
     for i, frame in enumerate(clip.frames):
         r = fer.process(frame)
         faces, frames_with = faces + len(r.boxes), frames_with + bool(r.boxes)
-        overlaps = [_iou(b, clip.boxes[i, 0]) for b in r.boxes]
+        overlaps = [iou(b, clip.boxes[i, 0]) for b in r.boxes]
         if overlaps and max(overlaps) >= 0.3:
             matched += 1
             correct += int(r.labels[int(np.argmax(overlaps))] == clip.labels[i, 0])

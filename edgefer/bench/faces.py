@@ -15,7 +15,6 @@ with their 95 % intervals; fer's share of argmax labels), against the folder's t
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,21 +23,11 @@ from typing import Any
 import numpy as np
 
 from edgefer import LABELS
-from edgefer.bench_lanes import (
-    K,
-    Seen,
-    counted_shares,
-    daemon_shares,
-    make_lanes,
-    num,
-    pct,
-    ratio,
-    run_both,
-    share_cells,
-    track_rows,
-    truth_cells,
-    write_result,
-)
+from edgefer.bench.host import host_info
+from edgefer.bench.lanes import Seen, lane_shares, make_lanes, run_all, warm_up
+from edgefer.bench.output import error, log, write_result
+from edgefer.bench.plots import confusion_png
+from edgefer.bench.stats import per_class, ratio
 from edgefer.datasets import DatasetError
 from edgefer.metrics import summary
 
@@ -102,20 +91,13 @@ def block(seen: list[Seen], truth: np.ndarray, daemon: bool) -> dict[str, Any]:
     detected = boxes > 0
     pred = np.array([int(s.labels[s.largest()]) if s.boxes else -1 for s in seen])  # type: ignore[index]
     correct = int(((pred == truth) & detected).sum())
-    mix = np.bincount(truth, minlength=K) / n
-    if daemon:
-        shares = daemon_shares(track_rows([(s.tracks or [], s.probs) for s in seen]), mix)
-    else:
-        shares = counted_shares(np.concatenate([s.labels for s in seen]), mix)
     scored = summary(truth[detected], pred[detected], LABELS) if detected.any() else None
     cpu = np.array([s.cpu_ms for s in seen])
     return {
         "photos": n,
         "detected": int(detected.sum()),
         "detection_rate": float(detected.mean()),
-        "detection_rate_per_class": {
-            lab: float(detected[truth == j].mean()) if (truth == j).any() else None for j, lab in enumerate(LABELS)
-        },
+        "detection_rate_per_class": per_class(detected, truth),
         "boxes": int(boxes.sum()),
         "false_boxes": int(np.maximum(boxes - 1, 0).sum()),
         "false_boxes_per_photo": float(np.maximum(boxes - 1, 0).mean()),
@@ -126,8 +108,7 @@ def block(seen: list[Seen], truth: np.ndarray, daemon: bool) -> dict[str, Any]:
         "macro_f1": float(np.mean([scored["f1"][LABELS[j]] for j in np.unique(truth[detected])])) if scored else None,
         "recall": scored["recall"] if scored else None,
         "confusion": scored["confusion"] if scored else None,
-        "truth_mix": {lab: round(float(mix[j]), 6) for j, lab in enumerate(LABELS)},
-        **shares,
+        **lane_shares(seen, truth, daemon),
         "cpu_ms_median": float(np.median(cpu)),
         "cpu_ms_mean": float(cpu.mean()),
     }
@@ -144,13 +125,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         else:
             photos.append(Photo(set_name, label, path.name, gray))
     lanes, peer_note = make_lanes(args, stills=True)
-    for i in range(min(WARMUP, len(photos))):
-        run_both(lanes, photos[i].gray, i)  # untimed: first calls allocate and page in
-    seen: list[list[Seen]] = []
-    for i, p in enumerate(photos):
-        seen.append(run_both(lanes, p.gray, i))
-        if not args.quiet and (i + 1) % 50 == 0:
-            print(f"edgefer-bench: {i + 1}/{len(photos)} photos", file=sys.stderr, flush=True)
+    grays = [p.gray for p in photos]
+    warm_up(lanes, grays, WARMUP)
+
+    def progress(i: int) -> None:
+        if (i + 1) % 50 == 0:
+            log(args.quiet, f"{i + 1}/{len(photos)} photos")
+
+    seen = run_all(lanes, grays, progress)
     truth = np.array([p.label for p in photos])
     sets = sorted({p.set for p in photos})
     groups = {
@@ -190,8 +172,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def confusion_pngs(result: dict[str, Any], out: Path) -> None:
-    from edgefer.train.plots import confusion_png
-
     result["confusion_png"] = {}
     for name, groups in result["results"].items():
         a = groups["all"]
@@ -215,7 +195,7 @@ NOTES = [
     "Photos are read in grayscale and shrunk to 640 px on the long side before timing; both pipelines get "
     "the same array, one after the other, their order alternating photo by photo. CPU = process CPU time "
     "(all threads) of the call; the ratio is edgefer's median over fer's, measured in the same run.",
-    "fer is fer 25.10.3's detect_emotions rebuilt from its source (edgefer/peer_fer.py) on the same LiteRT "
+    "fer is fer 25.10.3's detect_emotions rebuilt from its source (edgefer/bench/peers/fer.py) on the same LiteRT "
     "runtime: OpenCV Haar on the full frame (scaleFactor 1.1, minNeighbors 5, minSize 50), box squared and "
     "widened 10 px, 40 px frame padding, 64x64, [-1, 1], its emotion_model_quantized.tflite; its 7 outputs "
     "are cut to the 4 classes.",
@@ -224,59 +204,17 @@ NOTES = [
 ]
 
 
-def markdown(result: dict[str, Any]) -> str:
-    d = result["data"]
-    sets = ", ".join(f"{s} ({', '.join(f'{lab} {n}' for lab, n in c.items() if n)})" for s, c in d["sets"].items())
-    lines = [
-        f"## edgefer-bench faces: {d['root']} ({result['created']})",
-        "",
-        f"Photos: {sets}; grayscale, {d['long_side']} px on the long side.",
-        "",
-        "| pipeline | set | photos | face found | false boxes / photo | faces / photo | accuracy (largest face) "
-        "| of all | macro-F1 | shares L1 | 95 % intervals cover | CPU ms / photo (median) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, groups in result["results"].items():
-        for g, b in groups.items():
-            cover = f"{b['covered_count']}/4" if "covered_count" in b else "–"
-            lines.append(
-                f"| {name} | {g} | {b['photos']} | {pct(b['detection_rate'])} | {num(b['false_boxes_per_photo'])} "
-                f"| {num(b['faces_per_photo'])} | {pct(b['accuracy'])} | {pct(b['accuracy_all_photos'])} "
-                f"| {num(b['macro_f1'], '{:.3f}')} | {num(b['l1'], '{:.3f}')} | {cover} "
-                f"| {num(b['cpu_ms_median'], '{:.1f}')} |"
-            )
-    if result.get("cpu_ratio_edgefer_over_fer"):
-        r = result["cpu_ratio_edgefer_over_fer"]
-        lines += ["", "CPU per photo, edgefer / fer (same run): " + ", ".join(f"{g} {v:.2f}" for g, v in r.items())]
-    lines += ["", "Shares (true mix, edgefer with its 95 % interval, fer):", ""]
-    lines += ["| set | who | " + " | ".join(LABELS) + " |", "|---|---|" + "---|" * K]
-    for g in result["groups"]:
-        first = next(iter(result["results"].values()))[g]
-        lines.append(f"| {g} | truth | {truth_cells(first['truth_mix'])} |")
-        lines += [f"| {g} | {name} | {share_cells(groups[g])} |" for name, groups in result["results"].items()]
-    if result.get("confusion_png"):
-        lines += ["", "Confusion matrices: " + ", ".join(f"[{n}]({p})" for n, p in result["confusion_png"].items())]
-    if result.get("peer_not_measured"):
-        lines += ["", f"**{result['peer_not_measured']}**"]
-    lines += ["", "Notes:", ""] + [f"- {n}" for n in result["notes"]]
-    return "\n".join(lines) + "\n"
-
-
 def run_faces(args: argparse.Namespace) -> int:
     if not args.data_dir:
-        print("edgefer-bench: --mode faces needs --data-dir (DIR/<class>/* or DIR/<set>/<class>/*)", file=sys.stderr)
-        return 2
+        return error("--mode faces needs --data-dir (DIR/<class>/* or DIR/<set>/<class>/*)", 2)
     try:
         result = measure(args)
     except DatasetError as exc:
-        print(f"edgefer-bench: {exc}", file=sys.stderr)
-        return 1
-    from edgefer.bench import host_info
-
+        return error(exc)
     out = Path(args.out or "benchmarks/results/faces")
     out.mkdir(parents=True, exist_ok=True)
     confusion_pngs(result, out)
     result["notes"] = NOTES
     result["host"] = host_info()
-    write_result(out, "faces", result, markdown(result), args.quiet)
+    write_result(out, "faces", result, args.quiet)
     return 0

@@ -1,7 +1,7 @@
 """``edgefer-bench --mode clip``: one composited video through edgefer and fer, the shares each
 tool's user would read against the mix of faces actually shown.
 
-The clip is :func:`edgefer.bench.composite_frames`: FER2013 faces (one split, the four
+The clip is :func:`edgefer.bench.clips.composite_frames`: FER2013 faces (one split, the four
 classes) pasted one per frame into a 640x480 textured frame, each shown for 8 frames (a
 shot) while its slot drifts. The truth is known frame by frame, so the question "does the
 published mix match what was in front of the camera?" has an exact answer, for the whole clip
@@ -16,7 +16,6 @@ labels. Both get each frame one after the other, the order alternating.
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,21 +23,11 @@ from typing import Any
 import numpy as np
 
 from edgefer import LABELS
-from edgefer.bench_lanes import (
-    K,
-    Seen,
-    counted_shares,
-    daemon_shares,
-    make_lanes,
-    num,
-    pct,
-    ratio,
-    run_both,
-    share_cells,
-    track_rows,
-    truth_cells,
-    write_result,
-)
+from edgefer.bench.clips import FRAME_SIZE, composite_frames
+from edgefer.bench.host import host_info
+from edgefer.bench.lanes import Seen, lane_shares, make_lanes, run_all, warm_up
+from edgefer.bench.output import error, log, write_result
+from edgefer.bench.stats import K, iou, per_class, ratio
 from edgefer.datasets import Dataset, DatasetError, find_root, load_fer2013
 
 HOLD = 8
@@ -49,34 +38,25 @@ MATCH_IOU = 0.3
 
 def shares_over(seen: list[Seen], truth: np.ndarray, daemon: bool) -> dict[str, Any]:
     """One lane's shares over a run of frames, against the label mix of those frames."""
-    mix = np.bincount(truth, minlength=K) / len(truth)
-    if daemon:
-        out = daemon_shares(track_rows([(s.tracks or [], s.probs) for s in seen]), mix)
-    else:
-        out = counted_shares(np.concatenate([s.labels for s in seen]), mix)
-    return {"frames": len(seen), "truth_mix": {lab: round(float(mix[j]), 6) for j, lab in enumerate(LABELS)}, **out}
+    return {"frames": len(seen), **lane_shares(seen, truth, daemon)}
 
 
 def detection(seen: list[Seen], truth: np.ndarray, boxes: np.ndarray) -> dict[str, Any]:
     """Faces found per class: frames where a returned box overlaps the face shown (IoU >= 0.3,
     as pipeline mode scores it), over the frames showing that class; and what the found faces
     were read as."""
-    from edgefer.bench import _iou
-
     found = np.zeros(len(seen), bool)
     right = np.zeros(len(seen), bool)
     false_boxes = 0
     for i, s in enumerate(seen):
-        overlaps = [_iou(b, boxes[i]) for b in s.boxes]
+        overlaps = [iou(b, boxes[i]) for b in s.boxes]
         best = int(np.argmax(overlaps)) if overlaps else -1
         found[i] = best >= 0 and overlaps[best] >= MATCH_IOU
         right[i] = found[i] and int(s.labels[best]) == int(truth[i])
         false_boxes += len(s.boxes) - int(found[i])
     return {
         "detection_rate": float(found.mean()),
-        "detection_rate_per_class": {
-            lab: float(found[truth == j].mean()) if (truth == j).any() else None for j, lab in enumerate(LABELS)
-        },
+        "detection_rate_per_class": per_class(found, truth),
         "frames_per_class": {lab: int((truth == j).sum()) for j, lab in enumerate(LABELS)},
         "false_boxes_per_frame": false_boxes / len(seen),
         "accuracy_found": float(right.sum() / found.sum()) if found.any() else None,
@@ -104,19 +84,17 @@ def lane_result(seen: list[Seen], truth: np.ndarray, boxes: np.ndarray, daemon: 
 
 
 def measure_seed(lanes: list[Any], data: Dataset, shots: int, seed: int, quiet: bool) -> dict[str, Any]:
-    from edgefer.bench import FRAME_SIZE, composite_frames
-
     n = shots * HOLD
     clip = composite_frames(data.images, data.labels, n, FRAME_SIZE, 1, seed, hold=HOLD)
-    for i in range(min(WARMUP, n)):
-        run_both(lanes, clip.frames[i], i)  # untimed, then forgotten: tracks start clean
+    warm_up(lanes, clip.frames, WARMUP)
     for lane in lanes:
-        lane.reset()
-    seen: list[list[Seen]] = []
-    for i, frame in enumerate(clip.frames):
-        seen.append(run_both(lanes, frame, i))
-        if not quiet and (i + 1) % 400 == 0:
-            print(f"edgefer-bench: seed {seed}: {i + 1}/{n} frames", file=sys.stderr, flush=True)
+        lane.reset()  # what warming up tracked is forgotten: tracks start clean
+
+    def progress(i: int) -> None:
+        if (i + 1) % 400 == 0:
+            log(quiet, f"seed {seed}: {i + 1}/{n} frames")
+
+    seen = run_all(lanes, clip.frames, progress)
     truth, boxes = clip.labels[:, 0], clip.boxes[:, 0]
     del clip
     per = {
@@ -155,7 +133,7 @@ def mean_over(seeds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 NOTES = [
-    f"Clip: FER2013 faces composited one per 640x480 frame (edgefer.bench.composite_frames), each 48x48 face "
+    f"Clip: FER2013 faces composited one per 640x480 frame (edgefer.bench.clips.composite_frames), each 48x48 face "
     f"upscaled to 100-160 px and shown for {HOLD} frames while its slot drifts; truth = the label mix of the "
     "frames shown. Synthetic: real cameras see whole heads, not dataset crops.",
     "edgefer runs as the daemon analyses a recording: its defaults (edgefer.config.parse('')), tracks across "
@@ -172,87 +150,17 @@ NOTES = [
     "(found) = the found face's argmax label against the truth.",
     "CPU = process CPU time (all threads) of each pipeline's call on each frame, the two alternating; the ratio "
     "is edgefer's mean per frame over fer's, per seed, then averaged. fer is fer 25.10.3's detect_emotions "
-    "rebuilt from its source on the same LiteRT runtime (edgefer/peer_fer.py).",
+    "rebuilt from its source on the same LiteRT runtime (edgefer/bench/peers/fer.py).",
 ]
-
-
-def _seed_rows(result: dict[str, Any]) -> list[str]:
-    lines = []
-    for s in result["seeds"]:
-        for name, r in s["lanes"].items():
-            c = r["clip"]
-            cover = f"{c['covered_count']}/4" if "covered_count" in c else "–"
-            wcover = pct(r.get("window_coverage")) if "window_coverage" in r else "–"
-            tracks = str(c["tracks"]) if "tracks" in c else "–"
-            lines.append(
-                f"| {s['seed']} | {name} | {r['faces']} | {tracks} | {pct(r['detection_rate'])} "
-                f"| {num(r['false_boxes_per_frame'], '{:.3f}')} | {pct(r['accuracy_found'])} | {c['l1']:.3f} | {cover} "
-                f"| {num(r['window_l1_mean'], '{:.3f}')} | {wcover} | {r['cpu_ms_per_frame']:.2f} |"
-            )
-    for name, m in result["mean"].items():
-        if name == "cpu_ratio_edgefer_over_fer":
-            continue
-        cover = pct(m["clip_coverage"]) if "clip_coverage" in m else "–"
-        wcover = pct(m["window_coverage"]) if "window_coverage" in m else "–"
-        tracks = num(m["tracks_clip"], "{:.1f}") if "tracks_clip" in m else "–"
-        lines.append(
-            f"| mean | {name} | | {tracks} | {pct(m['detection_rate'])} | {num(m['false_boxes_per_frame'], '{:.3f}')} "
-            f"| {pct(m['accuracy_found'])} | {m['l1_clip']:.3f} | {cover} | {num(m.get('window_l1_mean'), '{:.3f}')} "
-            f"| {wcover} | {m['cpu_ms_per_frame']:.2f} |"
-        )
-    return lines
-
-
-def markdown(result: dict[str, Any]) -> str:
-    d = result["data"]
-    lines = [
-        f"## edgefer-bench clip: FER2013 {d['split']} ({result['created']})",
-        "",
-        f"{d['shots']} shots x {d['hold']} frames = {d['frames']} frames per seed, one face per frame; seeds "
-        f"{', '.join(str(s['seed']) for s in result['seeds'])}; windows of {d['window']} frames.",
-        "",
-        "| seed | pipeline | faces | tracks | face found | false boxes / frame | accuracy (found) | shares L1 (clip) "
-        "| intervals cover (clip) | L1 per window (mean) | intervals cover (windows) | CPU ms / frame |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        *_seed_rows(result),
-    ]
-    ratios = [
-        f"seed {s['seed']} {s['cpu_ratio_edgefer_over_fer']:.2f}"
-        for s in result["seeds"]
-        if s["cpu_ratio_edgefer_over_fer"]
-    ]
-    if ratios:
-        mean = result["mean"]["cpu_ratio_edgefer_over_fer"]
-        lines += ["", f"CPU per frame, edgefer / fer (same run): {', '.join(ratios)}; mean {mean:.2f}"]
-    lines += ["", "Shares over the whole clip (edgefer with its 95 % interval):", ""]
-    lines += ["| seed | who | " + " | ".join(LABELS) + " |", "|---|---|" + "---|" * K]
-    for s in result["seeds"]:
-        first = next(iter(s["lanes"].values()))["clip"]
-        lines.append(f"| {s['seed']} | truth | {truth_cells(first['truth_mix'])} |")
-        lines += [f"| {s['seed']} | {name} | {share_cells(r['clip'])} |" for name, r in s["lanes"].items()]
-    lines += ["", "Faces found per class (mean over seeds): frames where the face shown was found / all showing it:"]
-    lines += [""]
-    lines += ["| pipeline | " + " | ".join(LABELS) + " |", "|---|" + "---|" * K]
-    for name, m in result["mean"].items():
-        if name != "cpu_ratio_edgefer_over_fer":
-            lines.append(f"| {name} | " + " | ".join(pct(m["detection_rate_per_class"][lab]) for lab in LABELS) + " |")
-    if result.get("peer_not_measured"):
-        lines += ["", f"**{result['peer_not_measured']}**"]
-    lines += ["", "Notes:", ""] + [f"- {n}" for n in result["notes"]]
-    return "\n".join(lines) + "\n"
 
 
 def run_clip(args: argparse.Namespace) -> int:
     if args.shots < 1 or not args.seeds:
-        print("edgefer-bench: --mode clip needs --shots >= 1 and at least one --seeds value", file=sys.stderr)
-        return 2
+        return error("--mode clip needs --shots >= 1 and at least one --seeds value", 2)
     try:
         data = load_fer2013(find_root(args.data_dir), args.split, skip_bad=True, limit_per_class=args.limit_per_class)
     except DatasetError as exc:
-        print(f"edgefer-bench: {exc}", file=sys.stderr)
-        return 1
-    from edgefer.bench import host_info
-
+        return error(exc)
     lanes, peer_note = make_lanes(args, stills=False)
     seeds = [measure_seed(lanes, data, args.shots, seed, args.quiet) for seed in args.seeds]
     result = {
@@ -276,5 +184,5 @@ def run_clip(args: argparse.Namespace) -> int:
         "notes": NOTES,
         "host": host_info(),
     }
-    write_result(Path(args.out or "benchmarks/results/clip"), "clip", result, markdown(result), args.quiet)
+    write_result(Path(args.out or "benchmarks/results/clip"), "clip", result, args.quiet)
     return 0

@@ -1,0 +1,5 @@
+"""``python -m edgefer.bench`` is ``edgefer-bench``."""
+
+from edgefer.bench.cli import main
+
+raise SystemExit(main())
