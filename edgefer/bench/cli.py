@@ -90,7 +90,7 @@ def _pipeline_options(p: argparse.ArgumentParser, clf: ClassifierConfig, faces: 
         "--detector",
         type=lambda s: parse_list(s, str, "--detector"),
         default=[faces.detector],
-        help=f"haar, mediapipe, auto or a comma list (default {faces.detector})",
+        help=f"{', '.join(DETECTORS)} or a comma list (default {faces.detector})",
     )
     g.add_argument(
         "--detect-every",

@@ -28,7 +28,7 @@ from edgefer.config import ClassifierConfig, FacesConfig
 from edgefer.datasets import DatasetError, find_root, load_fer2013
 
 #: what pipeline mode's ``--detector`` accepts
-DETECTORS = ("auto", "haar", "mediapipe")
+DETECTORS = ("auto", "blazeface-full", "blazeface", "haar", "mediapipe")
 
 
 @dataclass
