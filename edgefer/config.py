@@ -66,6 +66,10 @@ class SourceConfig:
     stall_seconds: float = 5.0
     retry_initial_seconds: float = 1.0
     retry_max_seconds: float = 60.0
+    #: the watchdog policy: without frames, systemd's watchdog is fed for this long after the
+    #: last frame (or the start), then no more, so systemd restarts the process, which frees
+    #: a camera wedged in the kernel.
+    watchdog_grace_seconds: float = 300.0
 
     def validate(self) -> None:
         _check(
@@ -78,6 +82,10 @@ class SourceConfig:
         _check(
             0 < self.retry_initial_seconds <= self.retry_max_seconds,
             "retry_initial_seconds must be positive and at most retry_max_seconds",
+        )
+        _check(
+            self.stall_seconds <= self.watchdog_grace_seconds <= 86400,
+            "watchdog_grace_seconds must lie in [stall_seconds, 86400]",
         )
 
 

@@ -32,7 +32,7 @@ from edgefer.framepath import FramePath
 from edgefer.mood import MoodTracker, window_name
 from edgefer.publish import MqttOutput, Output, StdoutOutput
 from edgefer.sdnotify import Notifier
-from edgefer.sources import Feed, is_recording, make_source
+from edgefer.sources import Feed, SourceFactory, is_recording
 from edgefer.store import Item, StateDirLock, Store
 
 log = logging.getLogger("edgefer")
@@ -169,7 +169,7 @@ class Service:
     def _feed(self, cfg: Config) -> Feed:
         s = cfg.source
         return Feed(
-            lambda: make_source(s),
+            SourceFactory(s),
             pace=s.pace,
             loop=s.loop,
             stall_seconds=s.stall_seconds,
@@ -332,6 +332,37 @@ class Service:
         except OSError as exc:
             log.debug("status file not written: %s", exc)
 
+    #: set once the source has been without frames for longer than its grace (logged once)
+    _grace_spent = False
+
+    def watchdog_ping(self, *, got_frame: bool) -> bool:
+        """Feed systemd's watchdog by the policy for a source that delivers nothing, in one
+        sentence: the daemon keeps feeding it for ``source.watchdog_grace_seconds`` after the
+        last frame (or the start), then stops, and systemd restarts the process, which frees
+        a camera wedged in the kernel. Retries and brief stalls stay inside the process; only
+        a camera that stays dead costs a restart. The pings come from this loop only, so a
+        hung loop stops them at once, whatever the grace. Returns whether it was fed."""
+        down = 0.0 if got_frame else self.feed.seconds_without_frames()
+        grace = self.cfg.source.watchdog_grace_seconds
+        if down < grace:
+            if self._grace_spent:
+                self._grace_spent = False
+                log.warning("source %s: frames again; feeding systemd's watchdog again", self.feed.name)
+            self.notifier.watchdog()
+            return True
+        if not self._grace_spent:
+            self._grace_spent = True
+            then = "systemd restarts the daemon" if self.notifier.watchdog_usec else "no watchdog is set to act on it"
+            log.error(
+                "source %s: no frame for %.0f s (source.watchdog_grace_seconds = %g): no longer feeding "
+                "systemd's watchdog; %s",
+                self.feed.name,
+                down,
+                grace,
+                then,
+            )
+        return False
+
     def run(self) -> int:
         signal.signal(signal.SIGHUP, self.request_reload)
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -377,18 +408,16 @@ class Service:
                 del frame
                 self.counters.frames += 1
                 window_frames += 1
-                self.notifier.watchdog()
+                self.watchdog_ping(got_frame=True)
                 if not ready:
                     ready = True
                     self.notifier.ready(f"running: {self.feed.name}")
             elif self.feed.ended:
                 log.info("source %s ended", self.feed.name)
                 break
-            elif self.feed.retrying_alive():
-                self.notifier.watchdog()  # the source is being retried on schedule: alive
-                if not ready and self.feed.error:
-                    ready = True  # up and retrying; systemd must not time the start out
-                    self.notifier.ready(f"waiting for source: {self.feed.error}")
+            elif self.watchdog_ping(got_frame=False) and not ready and self.feed.error:
+                ready = True  # fed within the grace: up and retrying; systemd must not time the start out
+                self.notifier.ready(f"waiting for source: {self.feed.error}")
             now = self.media_now if self.recording else self.clock.now()
             self.emit(self.tracker.due(now))
             if mono - last_persist >= parse_duration(cfg.mood.persist_every):

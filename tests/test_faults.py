@@ -138,7 +138,7 @@ def test_camera_stall_and_unplug_are_noticed_and_recovered(broker: Broker, clip,
         d.wait_status(state, lambda s: s["source"]["state"] == "running" and s["frames"] > n + 10, 30)
     finally:
         assert d.stop() == 0
-    assert "stalled" in d.logs()
+    assert "no frame for 1.5s (capture timed out)" in d.logs()  # the capture's own timeout noticed it
 
 
 def test_bad_frames_are_counted_not_fatal(tmp_path: Path) -> None:
