@@ -124,8 +124,10 @@ SERVICE_STATE = Path("/var/lib/edgefer")
 
 def _state_dir(args: argparse.Namespace) -> Path:
     """Where the daemon keeps its state: the option, the config's explicit state_dir, the
-    service's directory when it holds a status (so `sudo edgefer status` finds it), else
+    service's directory when it has a status (so `sudo edgefer status` finds it), else
     the default for this user."""
+    from edgefer import statusfile
+
     if args.state_dir:
         return Path(args.state_dir)
     try:
@@ -133,42 +135,115 @@ def _state_dir(args: argparse.Namespace) -> Path:
     except configmod.ConfigError:
         cfg = configmod.parse("")
     explicit = cfg.state_dir != configmod.parse("").state_dir
-    if not explicit and (SERVICE_STATE / "status.json").exists():
+    if not explicit and any(p.exists() for p in statusfile.candidates(SERVICE_STATE)):
         return SERVICE_STATE
     return Path(cfg.state_dir)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    path = _state_dir(args) / "status.json"
+#: ``edgefer status`` exit codes, as an init script's ``status`` gives them (LSB)
+RUNNING, STALE, STOPPED, UNKNOWN = 0, 1, 3, 4
+#: a status older than this (five of the daemon's 2-second status periods) is stale
+STALE_AFTER = 10.0
+
+
+def _pid_alive(pid: object) -> bool | None:
+    """Whether process ``pid`` exists here (None: cannot tell)."""
+    import os
+
+    if not isinstance(pid, int) or pid <= 0:
+        return None
     try:
-        st = json.loads(path.read_text())
-    except FileNotFoundError:
-        print(f"no status at {path}: the daemon has not run with this state directory", file=sys.stderr)
-        return 3
-    except (OSError, ValueError) as exc:
-        print(f"{path}: unreadable status ({exc})", file=sys.stderr)
-        return 1
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, as another user
+    return True
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "never"
+
+
+def _state_line(st: dict, age: float) -> tuple[str, int]:
+    """The ``state:`` line's text and the exit code: running, stale or stopped."""
+    if st.get("state") == "stopped":
+        return f"stopped (at {_when(st.get('updated'))})", STOPPED
+    if age > STALE_AFTER:
+        alive = _pid_alive(st.get("pid"))
+        why = {
+            True: f"pid {st.get('pid')} still runs: hung?",
+            False: f"pid {st.get('pid')} is gone: killed, crashed or the machine restarted",
+            None: "stopped or hung?",
+        }[alive]
+        return f"not updated for {age:.0f}s ({why})", STALE
+    state = st.get("state") or "running"
+    wait = (st.get("clock") or {}).get("waiting_for")
+    return (f"{state}: {wait}" if wait and state != "running" else state), RUNNING
+
+
+def _health_line(st: dict) -> str | None:
+    sd = st.get("state_dir")
+    if not isinstance(sd, dict):
+        return None
+    text = f"{sd.get('health')}  ({sd.get('path')})"
+    if sd.get("health") != "ok":
+        since = f", since {_when(sd['since'])}" if sd.get("since") else ""
+        text += f": {sd.get('error')}{since}; {st.get('queue_in_memory', 0)} summaries held in memory"
+    return text
+
+
+def _clock_line(st: dict) -> str | None:
+    clock = st.get("clock")
+    if not isinstance(clock, dict) or clock.get("now") is None:
+        return None
+    text = f"{clock.get('now')}" + (" (waiting for the clock)" if clock.get("state") == "waiting" else "")
+    step = clock.get("last_step")
+    if step:
+        text += f"; {clock.get('steps')} step(s), last {step['seconds']:+g} s ({step['from']} -> {step['to']})"
+    return text
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the daemon's status; exit 0 running, 1 stale (hung or died), 3 stopped or never
+    run here, 4 unreadable."""
+    from edgefer import statusfile
+
+    state_dir = _state_dir(args)
+    try:
+        found = statusfile.read(state_dir)
+    except ValueError as exc:
+        print(f"unreadable status ({exc})", file=sys.stderr)
+        return UNKNOWN
+    if found is None:
+        print(f"no status for {state_dir}: the daemon has not run with this state directory", file=sys.stderr)
+        return STOPPED
+    path, st = found
+    age = time.time() - float(st.get("updated") or 0)
+    state, code = _state_line(st, age)
     if args.json:
         print(json.dumps(st, indent=1))
-        return 0
-    age = time.time() - st.get("updated", 0)
-    out = st.get("output", {})
-    src = st.get("source", {})
-    state = st.get("state") or ("running" if age < 10 else f"not updated for {age:.0f}s (stopped or hung?)")
-    last = out.get("last_publish")
+        return code
+    out = st.get("output") or {}
     lines = [
         f"state:         {state}",
         f"device:        {st.get('device')}  (pid {st.get('pid')}, up {st.get('uptime')} s, v{st.get('version')})",
-        f"source:        {src.get('name')}: {src.get('state')}" + (f" ({src['error']})" if src.get("error") else ""),
-        f"detector:      {st.get('detector')}   model: {st.get('model')} on {st.get('runtime')}",
-        f"fps:           {st.get('fps')}   ms/frame: {(st.get('ms') or {}).get('total')}",
-        f"output:        {out.get('kind')} {out.get('broker', '')} {out.get('state', '')}"
-        + (f" ({out['error']})" if out.get("error") else ""),
-        f"last publish:  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last)) if last else 'never'}",
-        f"queue depth:   {st.get('queue_depth')}   dropped summaries: {st.get('dropped_summaries')}",
-        f"cpu/rss:       {st.get('cpu_percent')} % of one core, {st.get('rss_mb')} MB",
     ]
-    if (out.get("session_takeovers") or 0) + (out.get("instance_conflicts") or 0) > 0:
+    if code == RUNNING:
+        lines += _running_lines(st)
+    elif code == STALE:
+        lines.append(f"last known:    {_when(st.get('updated'))}; what follows is from then")
+    lines += [
+        f"last publish:  {_when(out.get('last_publish'))}",
+        f"queue depth:   {st.get('queue_depth')}   dropped summaries: {st.get('dropped_summaries')}"
+        + ("   (left for the next start)" if code == STOPPED and st.get("queue_depth") else ""),
+    ]
+    for label, text in (("state dir:", _health_line(st)), ("clock:", _clock_line(st) if code == RUNNING else None)):
+        if text:
+            lines.append(f"{label:<15}{text}")
+    if path.parent != state_dir:
+        lines.append(f"status file:   {path} (the state directory refused it)")
+    if code == RUNNING and (out.get("session_takeovers") or 0) + (out.get("instance_conflicts") or 0) > 0:
         lines.append(
             f"conflicts:     {out.get('instance_conflicts', 0)} other-instance sightings, "
             f"{out.get('session_takeovers', 0)} session takeovers (two daemons share a device_id)"
@@ -179,7 +254,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         r = st["last_reload"]
         lines.append(f"last reload:   {'ok' if r.get('ok') else 'refused: ' + str(r.get('error'))}")
     print("\n".join(lines))
-    return 0
+    return code
+
+
+def _running_lines(st: dict) -> list[str]:
+    """What only a running daemon can claim: its source, output and rates now."""
+    out = st.get("output") or {}
+    src = st.get("source") or {}
+    return [
+        f"source:        {src.get('name')}: {src.get('state')}" + (f" ({src['error']})" if src.get("error") else ""),
+        f"detector:      {st.get('detector')}   model: {st.get('model')} on {st.get('runtime')}",
+        f"fps:           {st.get('fps')}   ms/frame: {(st.get('ms') or {}).get('total')}",
+        f"output:        {out.get('kind')} {out.get('broker', '')} {out.get('state', '')}"
+        + (f" ({out['error']})" if out.get("error") else ""),
+        f"cpu/rss:       {st.get('cpu_percent')} % of one core, {st.get('rss_mb')} MB",
+    ]
 
 
 def cmd_report(args: argparse.Namespace) -> int:

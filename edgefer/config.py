@@ -9,11 +9,13 @@ new file completely before anything running is touched.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import socket
 import tomllib
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -44,6 +46,52 @@ def parse_duration(value: Any) -> int:
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ValueError(msg)
+
+
+def _seconds(key: str, value: float, low: float, high: float, low_name: str = "") -> None:
+    """A finite number of seconds in [low, high]: inf or nan would switch off what the key
+    protects (a watchdog that never fires, a retry that never comes)."""
+    lowest = f"{low_name} ({low:g})" if low_name else f"{low:g}"
+    _check(
+        math.isfinite(value) and low <= value <= high,
+        f"{key} must be a finite number of seconds from {lowest} to {high:g}, got {value!r}",
+    )
+
+
+def _duration(key: str, value: Any, low: int, high: int) -> int:
+    """A duration (parse_duration) within [low, high] seconds; the error starts with ``key``."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+    _check(low <= seconds <= high, f"{key} must lie between {_span(low)} and {_span(high)}, got {value!r}")
+    return seconds
+
+
+def _span(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+#: the shortest bucket the mood windows may be counted in, and the most buckets the longest
+#: window may hold: 1-second buckets of a 7-day window cost 7.8 MB of memory at once and
+#: megabytes of state on every save
+MIN_BUCKET = 5
+MAX_BUCKETS = 20000
+
+
+def _topic_prefix(key: str, value: str) -> None:
+    """An MQTT topic prefix in normal form: levels of letters, digits, _ and - joined by
+    single '/'; no leading or trailing '/' (a leading one makes a different topic tree), no
+    empty level, no wildcard (+, #: a subscription's, never a topic's)."""
+    clean = "/".join(level for level in value.split("/") if level)
+    suggestion = f" (write {clean!r})" if clean and clean != value else ""
+    _check(bool(value), f"{key} must not be empty")
+    _check("+" not in value and "#" not in value, f"{key} {value!r}: + and # are MQTT wildcards, not topic levels")
+    _check(value == clean, f"{key} {value!r}: no '/' at the start or end and no empty level{suggestion}")
+    _check(bool(re.fullmatch(r"[A-Za-z0-9_/-]+", value)), f"{key} may hold letters, digits, _, - and /")
 
 
 @dataclass
@@ -78,11 +126,9 @@ class SourceConfig:
         )
         _check(16 <= self.width <= 4096 and 16 <= self.height <= 4096, "width and height must lie in 16..4096")
         _check(0 < self.fps <= 120, "fps must lie in (0, 120]")
-        _check(self.stall_seconds > 0, "stall_seconds must be positive")
-        _check(
-            0 < self.retry_initial_seconds <= self.retry_max_seconds,
-            "retry_initial_seconds must be positive and at most retry_max_seconds",
-        )
+        _seconds("stall_seconds", self.stall_seconds, 0.1, 600)
+        _seconds("retry_initial_seconds", self.retry_initial_seconds, 0.1, 600)
+        _seconds("retry_max_seconds", self.retry_max_seconds, self.retry_initial_seconds, 3600, "retry_initial_seconds")
         _check(
             self.stall_seconds <= self.watchdog_grace_seconds <= 86400,
             "watchdog_grace_seconds must lie in [stall_seconds, 86400]",
@@ -169,18 +215,32 @@ class MoodConfig:
 
     def validate(self) -> None:
         _check(isinstance(self.windows, list) and 1 <= len(self.windows) <= 8, "windows must hold 1..8 durations")
-        try:
-            secs = [parse_duration(w) for w in self.windows]
-        except ValueError as exc:
-            raise ValueError(f"windows: {exc}") from None
+        secs = [_duration("windows", w, MIN_BUCKET, 7 * 86400) for w in self.windows]
         _check(len(set(secs)) == len(secs), "windows must be distinct")
-        _check(max(secs) <= 7 * 86400, "windows longer than 7d are not kept")
-        for key, least in (("publish_every", 5), ("persist_every", 1)):
-            try:
-                seconds = parse_duration(getattr(self, key))
-            except ValueError as exc:
-                raise ValueError(f"{key}: {exc}") from None
-            _check(seconds >= least, f"{key} must be at least {least}s")
+        every = _duration("publish_every", self.publish_every, 5, 86400)
+        _duration("persist_every", self.persist_every, 1, 3600)
+        self._check_buckets(secs, every)
+
+    @staticmethod
+    def _check_buckets(secs: list[int], every: int) -> None:
+        """Time is counted in buckets of the greatest common divisor of the windows and their
+        publish intervals (edgefer.mood); refuse what makes them too short or too many."""
+        bucket = reduce(math.gcd, [*secs, *(min(w, every) for w in secs)])
+        names = ", ".join(_span(w) for w in sorted(secs))
+        _check(
+            bucket >= MIN_BUCKET,
+            f"windows {names} published every {_span(every)} are counted in {bucket}s buckets (the greatest "
+            f"common divisor of the windows and the interval); buckets must be at least {MIN_BUCKET}s: make "
+            f"every window and publish_every a multiple of {MIN_BUCKET}s or more",
+        )
+        longest = max(secs)
+        step = -(-longest // MAX_BUCKETS)
+        _check(
+            longest // bucket <= MAX_BUCKETS,
+            f"windows: the longest window, {_span(longest)}, holds {longest // bucket} buckets of {bucket}s; at "
+            f"most {MAX_BUCKETS} are kept (memory, and the state saved every persist_every): make the windows and "
+            f"publish_every multiples of a longer step (at least {_span(step)}), or shorten the longest window",
+        )
 
     @property
     def window_seconds(self) -> list[int]:
@@ -222,18 +282,12 @@ class MqttConfig:
             "host must name the broker (a host name or address, no spaces)",
         )
         _check(1 <= self.port <= 65535, "port must lie in 1..65535")
-        _check(
-            bool(re.fullmatch(r"[A-Za-z0-9_/-]+", self.prefix)) and not self.prefix.endswith("/"),
-            "prefix may hold letters, digits, _, - and / (not at the end)",
-        )
+        _topic_prefix("prefix", self.prefix)
         _check(not self.client_id or len(self.client_id) <= 64, "client_id at most 64 characters")
         _check(self.qos in (0, 1, 2), "qos must be 0, 1 or 2")
         _check(5 <= self.keepalive <= 3600, "keepalive must lie in 5..3600")
         _check(10 <= self.queue_max <= 1_000_000, "queue_max must lie in 10..1000000")
-        try:
-            parse_duration(self.stats_every)
-        except ValueError as exc:
-            raise ValueError(f"stats_every: {exc}") from None
+        _duration("stats_every", self.stats_every, 1, 3600)
         for key in ("ca_file", "cert_file", "key_file", "password_file"):
             value = getattr(self, key)
             _check(not value or Path(value).is_file(), f"{key}: no such file {value!r}")
@@ -247,7 +301,7 @@ class HomeAssistantConfig:
     prefix: str = "homeassistant"
 
     def validate(self) -> None:
-        _check(bool(re.fullmatch(r"[A-Za-z0-9_/-]+", self.prefix)), "prefix may hold letters, digits, _, - and /")
+        _topic_prefix("prefix", self.prefix)
 
 
 @dataclass

@@ -6,6 +6,16 @@ window's summary is the sum of its buckets. Windows are published at fixed bound
 (multiples of their interval on the daemon's timeline), so a summary is identified by
 (device, window, end) and a restart can tell exactly which ones it already published.
 
+When the wall clock is stepped (NTP correcting a Pi that booted without a clock), the
+counts recorded since the last step move with it (:meth:`MoodTracker.move`), so they stay
+at the time they were really seen. Forward, the boundaries jumped over are treated as a gap
+(the latest is published, once). Backward, boundaries that were already published under
+the wrong time come round again: a window whose published boundaries lie at least one
+interval ahead of the corrected clock publishes them again under the correct time, each
+with a key of its own (``<device>/<window>/<end>/r<N>``, N counting such corrections), so
+no key is ever published twice and the timeline is not silent until the clock catches up
+(:meth:`MoodTracker.rewind`).
+
 Definitions (also in docs/mqtt.md). A *face-frame* is one face classified in one frame; a
 *track* is one face followed across frames (edgefer.tracks), the independent unit.
 
@@ -187,6 +197,11 @@ class MoodTracker:
         self.ids = np.full(self.slots, -1, np.int64)
         self._untracked = -1
         self.last_end: dict[int, int] = {}
+        #: per window: the latest boundary published with a plain key on any timeline; up to
+        #: it, boundaries published again after a backward clock step get a suffixed key
+        self.high: dict[int, int] = {}
+        #: how many backward clock steps made windows publish boundaries again
+        self.era = 0
         self.seq = 0
 
     # -- counting ---------------------------------------------------------------------
@@ -242,6 +257,71 @@ class MoodTracker:
         coverage = float(row[len(self.labels) + ACTIVE]) / max(last - first, 1)
         return row, tracks, coverage
 
+    # -- clock steps ------------------------------------------------------------------
+
+    def move(self, since: float, until: float, seconds: float, now: float) -> int:
+        """The clock was stepped by ``seconds``: counts recorded at [since, until] on the old
+        timeline move by that much (in whole buckets), where they were really seen. Buckets
+        that end up after ``now`` or older than the ring are dropped; two that land on one
+        bucket are added up. Returns the number of buckets moved."""
+        shift = round(seconds / self.bucket)
+        first, last = int(since // self.bucket), int(until // self.bucket)
+        live = [int(s) for s in np.flatnonzero(self.ids >= 0)]
+        entries = []
+        moved = 0
+        for slot in live:
+            b = int(self.ids[slot])
+            if first <= b <= last and shift:
+                b += shift
+                moved += 1
+            entries.append((b, self.rows[slot].copy(), self.tracks[slot]))
+        if not moved:
+            return 0
+        newest = int(now // self.bucket)
+        self.ids[:] = -1
+        self.rows[:] = 0
+        self.tracks = [{} for _ in range(self.slots)]
+        n = len(self.labels)
+        for b, row, tracks in entries:
+            if b > newest or newest - b >= self.slots:
+                continue
+            slot = b % self.slots
+            if self.ids[slot] != b:
+                self.ids[slot], self.rows[slot], self.tracks[slot] = b, row, dict(tracks)
+                continue
+            active = max(self.rows[slot][n + ACTIVE], row[n + ACTIVE])
+            self.rows[slot] += row
+            self.rows[slot][n + ACTIVE] = active
+            for tid, acc in tracks.items():
+                have = self.tracks[slot].get(tid)
+                self.tracks[slot][tid] = acc.copy() if have is None else have + acc
+        return moved
+
+    def rewind(self, now: float) -> list[int]:
+        """The clock now reads ``now``, earlier than boundaries already published (a backward
+        step, or a start behind the last run's clock that was then trusted). A window whose
+        last published boundary lies at least one interval ahead publishes its boundaries
+        again from ``now`` on, with keys of a new era; a window less than an interval ahead
+        just waits for it (less than one interval). Returns the windows that rewound."""
+        rewound = []
+        for w in self.windows:
+            every = self.intervals[w]
+            last = self.last_end.get(w)
+            if last is None or last - now < every:
+                continue
+            self.high[w] = max(self.high.get(w, last), last)
+            self.last_end[w] = int(now // every) * every
+            rewound.append(w)
+        if rewound:
+            self.era += 1
+        return rewound
+
+    def key(self, window: int, end: int) -> str:
+        """A summary's identity: ``device/window/end``, and for a boundary that was already
+        published under a clock that was later stepped back, ``/r<era>`` after it."""
+        base = f"{self.device}/{window}/{end}"
+        return base if end > self.high.get(window, end - 1) else f"{base}/r{self.era}"
+
     # -- publishing -------------------------------------------------------------------
 
     def start(self, t: float) -> None:
@@ -284,7 +364,7 @@ class MoodTracker:
             "window_seconds": window,
             "start": iso(end - window),
             "end": iso(end),
-            "key": f"{self.device}/{window}/{end}",
+            "key": self.key(window, end),
             "seq": self.seq,
             "timeline": "live" if self.recording_start is None else "recording",
             "recording_start": None if self.recording_start is None else iso(self.recording_start),
@@ -310,6 +390,8 @@ class MoodTracker:
                 if self.rows[i].any()
             },
             "last_end": {str(w): e for w, e in self.last_end.items()},
+            "high": {str(w): e for w, e in self.high.items()},
+            "era": self.era,
             "seq": self.seq,
         }
 
@@ -317,9 +399,11 @@ class MoodTracker:
         """Resume from :meth:`state`. Published boundaries are always kept (no summary is
         published twice); counts only when the bucket size, labels and state version match."""
         self.seq = int(state.get("seq", 0))
-        for w, e in (state.get("last_end") or {}).items():
-            if int(w) in self.intervals:
-                self.last_end[int(w)] = int(e)
+        self.era = int(state.get("era", 0))
+        for name, into in (("last_end", self.last_end), ("high", self.high)):
+            for w, e in (state.get(name) or {}).items():
+                if int(w) in self.intervals:
+                    into[int(w)] = int(e)
         same = (state.get("bucket"), state.get("labels"), state.get("version"))
         if same != (self.bucket, list(self.labels), STATE_VERSION):
             return

@@ -31,6 +31,18 @@ log = logging.getLogger(__name__)
 
 # MQTT v5 reason codes that mean a second client with our id took the session over.
 SESSION_TAKEN_OVER = 142
+#: A daemon announces its instance id (retained) on connect and again this often, so a second
+#: daemon with the same device id is seen again and again, live ...
+ANNOUNCE_EVERY = 10.0
+#: ... and another instance id becomes a conflict only when its sightings go on for at least
+#: CONFIRM_AFTER seconds, none more than FORGET_AFTER after the one before, as a second
+#: daemon's announcements do: a single message, which any client of the broker can publish,
+#: or a burst of them proves nothing, and neither does the id a subscription finds retained
+#: on the first connect (a daemon that was killed leaves its id behind).
+CONFIRM_AFTER = ANNOUNCE_EVERY / 2
+FORGET_AFTER = 3 * ANNOUNCE_EVERY
+#: foreign instance ids remembered at once (a flood of made-up ids must not grow memory)
+SIGHTINGS_MAX = 16
 AUTH_CODES = {
     134: "bad user name or password",
     135: "not authorized",
@@ -129,6 +141,10 @@ class MqttOutput:
         self.takeovers = 0
         self.conflicts = 0
         self.instance = instance or uuid.uuid4().hex[:12]
+        #: foreign instance id -> monotonic times of its first and latest sighting
+        self._sightings: dict[str, tuple[float, float]] = {}
+        self._announced = 0.0
+        self._mono = time.monotonic
         self._connected_at = 0.0
         self._short_lived = 0
         self.instance_topic = self.topics["instance"]
@@ -218,6 +234,7 @@ class MqttOutput:
         # any other id on the topic means another daemon runs with this device id.
         client.subscribe(self.instance_topic, qos=1)
         client.publish(self.instance_topic, self.instance, qos=1, retain=True)
+        self._announced = self._mono()
         if self.ha_status_topic:
             client.subscribe(self.ha_status_topic, qos=1)
         with self._lock:
@@ -260,19 +277,35 @@ class MqttOutput:
     def _on_message(self, client, userdata, msg) -> None:
         if msg.topic == self.instance_topic:
             other = parse_instance(msg.payload)
-            if other and other != self.instance:
-                self.conflicts += 1
-                self.state = "conflict"
-                self.error = (
-                    f"another edgefer instance ({other}) publishes as this device; give each daemon its own device_id"
-                )
-                log.error("%s (seen %d times)", self.error, self.conflicts)
+            # A retained id found on a reconnect was written after our own earlier announcement:
+            # someone is announcing now. On the first connect it may be a dead daemon's.
+            if other and other != self.instance and (not msg.retain or self.connects >= 2):
+                self._sighted(other)
             return
         if msg.topic != self.ha_status_topic:
             return
         if parse_ha_status(msg.payload) == "online":
             with self._lock:
                 self._ha_online = True
+
+    def _sighted(self, other: str) -> None:
+        """Another instance id: a conflict once its sightings have gone on for CONFIRM_AFTER
+        seconds without a gap longer than FORGET_AFTER, as a second daemon's do."""
+        now = self._mono()
+        first, last = self._sightings.pop(other, (now, now))
+        if now - last > FORGET_AFTER:
+            first = now
+        self._sightings[other] = (first, now)
+        while len(self._sightings) > SIGHTINGS_MAX:
+            del self._sightings[next(iter(self._sightings))]
+        if first == now:
+            log.info("instance id %s seen on this device's instance topic; a conflict if it keeps coming", other)
+        if now - first < CONFIRM_AFTER:
+            return
+        self.conflicts += 1
+        self.state = "conflict"
+        self.error = f"another edgefer instance ({other}) publishes as this device; give each daemon its own device_id"
+        log.error("%s (seen %d times)", self.error, self.conflicts)
 
     # -- main thread -------------------------------------------------------------------
 
@@ -311,6 +344,9 @@ class MqttOutput:
             for mid, (_, sent_at) in list(self._inflight.items()):
                 if now - sent_at > self.ack_timeout:
                     del self._inflight[mid]
+        if self.connected and now - self._announced >= ANNOUNCE_EVERY:
+            self.client.publish(self.instance_topic, self.instance, qos=1, retain=True)
+            self._announced = now
         if not self.connected or len(self._inflight) >= self.inflight_max:
             return 0
         busy = {key for key, _ in self._inflight.values()}

@@ -25,6 +25,7 @@ from edgefer import LABELS, __version__
 from edgefer import config as configmod
 from edgefer import models as shipped
 from edgefer.classifier import Classifier, ModelError, read_labels
+from edgefer.clock import Clock, ClockGate, iso, system_wall
 from edgefer.config import Config, ConfigError, parse_duration
 from edgefer.discovery import discovery_messages, topics
 from edgefer.faces import FaceStage, build_face_stage, make_detector
@@ -33,7 +34,8 @@ from edgefer.mood import MoodTracker, window_name
 from edgefer.publish import MqttOutput, Output, StdoutOutput
 from edgefer.sdnotify import Notifier
 from edgefer.sources import Feed, SourceFactory, is_recording
-from edgefer.store import Item, StateDirLock, Store
+from edgefer.statusfile import StatusWriter
+from edgefer.store import DirHealth, Item, StateDirLock, Store
 
 log = logging.getLogger("edgefer")
 
@@ -67,20 +69,6 @@ class Counters:
     ms: dict[str, Ewma] = field(default_factory=lambda: {k: Ewma() for k in ("detect", "classify", "total")})
 
 
-class Clock:
-    """Wall-clock time that advances with the monotonic clock: windows keep their length
-    and order when NTP or an operator steps the system clock."""
-
-    def __init__(self) -> None:
-        self.wall0, self.mono0 = time.time(), time.monotonic()
-
-    def at(self, mono: float) -> float:
-        return self.wall0 + (mono - self.mono0)
-
-    def now(self) -> float:
-        return self.at(time.monotonic())
-
-
 def read_temperature() -> float | None:
     try:
         return round(int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000, 1)
@@ -94,7 +82,11 @@ class Service:
         self.config_path = config_path
         self.overrides = overrides or {}
         self.notifier = Notifier()
-        self.clock = Clock()
+        self.clock = Clock(wall=system_wall())
+        #: why counting and publishing wait for the clock (None: they do not)
+        self.clock_wait: str | None = None
+        #: the timeline's time since which frames are counted (None while waiting)
+        self.counting_from: float | None = None
         self.started = time.time()
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -102,6 +94,12 @@ class Service:
         self.counters = Counters()
         self.exit_code = 0
         self.state_dir = Path(cfg.state_dir)
+        self.health = DirHealth(self.state_dir)
+        self.status_writer = StatusWriter(
+            self.state_dir,
+            on_fail=lambda exc: self.health.failed("status", exc),
+            on_ok=lambda: self.health.recovered("status"),
+        )
         # one daemon per state directory, checked before the store is touched
         self.lock = StateDirLock(self.state_dir)
         try:
@@ -109,11 +107,14 @@ class Service:
         except OSError as exc:  # an unwritable directory: the store runs from memory, unshared
             log.warning("state directory %s: no lock taken (%s)", self.state_dir, exc)
         try:
-            self.store = Store(self.state_dir / "edgefer.db", queue_max=cfg.mqtt.queue_max)
+            self.store = Store(self.state_dir / "edgefer.db", queue_max=cfg.mqtt.queue_max, health=self.health)
             self._build(cfg)
         except BaseException:
             self.lock.release()
             raise
+        # the clock is doubted while it reads earlier than the last summary published
+        self.gate = ClockGate(max(self.tracker.last_end.values(), default=None))
+        self.follow_clock()
 
     # -- construction and reload -----------------------------------------------------------
 
@@ -237,8 +238,75 @@ class Service:
         if reading.probs is not None:
             self.counters.classified += len(reading.probs)
         self.counters.faces += len(reading.faces)
-        self.tracker.add_frame(t, reading.probs, reading.tracks)
+        if self.recording or self.counting_from is not None:  # not while waiting for the clock
+            self.tracker.add_frame(t, reading.probs, reading.tracks)
         return 0 if reading.probs is None else len(reading.probs)
+
+    # -- the clock ---------------------------------------------------------------------
+
+    def follow_clock(self) -> None:
+        """Once per loop iteration: re-anchor the timeline when the wall clock was stepped
+        (moving the counts made since the last anchor with it), and hold counting and
+        publishing while the clock cannot be trusted (``clock.ClockGate``). A recording runs
+        on its own clock and is left alone."""
+        if self.recording:
+            return
+        step = self.clock.check()
+        now = self.clock.now()
+        wait = self.gate.reason(now)
+        if step is not None:
+            log.warning(
+                "the wall clock stepped %+.1f s (%s -> %s): summaries follow the corrected time",
+                step.seconds,
+                iso(step.before),
+                iso(step.after),
+            )
+            if self.counting_from is not None and wait is None:  # counts never move into a wrong time
+                self.tracker.move(max(step.since, self.counting_from), step.before, step.seconds, now)
+                if step.seconds < 0:
+                    self._rewind(now)
+                self.counting_from = now
+        was_waiting, self.clock_wait = self.clock_wait is not None, wait
+        if wait is not None:
+            if not was_waiting:
+                log.warning("waiting for the clock: %s; nothing is counted or published until it is right", wait)
+            self.counting_from = None
+        elif self.counting_from is None:
+            if was_waiting:
+                log.warning("the clock reads %s: counting and publishing resume", iso(now))
+            self._rewind(now)
+            self.counting_from = now
+
+    def _rewind(self, now: float) -> None:
+        rewound = self.tracker.rewind(now)
+        if rewound:
+            log.warning(
+                "windows %s had published boundaries ahead of the corrected clock: they publish them again "
+                "under the correct time, keys ending /r%d",
+                ", ".join(window_name(w) for w in rewound),
+                self.tracker.era,
+            )
+
+    def publish_due(self) -> None:
+        """Queue the summaries whose boundary has passed (none while waiting for the clock)."""
+        if self.recording:
+            self.emit(self.tracker.due(self.media_now))
+        elif self.counting_from is not None:
+            self.emit(self.tracker.due(self.clock.now()))
+
+    def clock_report(self) -> dict:
+        step = self.clock.last_step
+        return {
+            "now": None if self.recording else iso(self.clock.now()),
+            "state": "waiting" if self.clock_wait else "ok",
+            "waiting_for": self.clock_wait,
+            "steps": self.clock.steps,
+            "last_step": None
+            if step is None
+            else {"seconds": round(step.seconds, 1), "from": iso(step.before), "to": iso(step.after)},
+        }
+
+    # -- output ----------------------------------------------------------------------
 
     def emit(self, summaries: list) -> None:
         if not summaries:
@@ -287,6 +355,7 @@ class Service:
         return {
             "device": self.cfg.device_id,
             "version": __version__,
+            "state": "waiting for the clock" if self.clock_wait else "running",
             "uptime": round(time.time() - self.started),
             "fps": round(fps, 2),
             "ms": {k: None if v.value is None else round(v.value, 2) for k, v in c.ms.items()},
@@ -311,11 +380,16 @@ class Service:
             "inferences_per_face": round(self.classifier.inferences_per_face, 3),
             "queue_depth": self.store.depth(),
             "dropped_summaries": self.store.dropped,
+            "queue_in_memory": self.store.memory_depth,
             "store_fault": self.store.fault,
+            "state_dir": self.health.report(),
+            "clock": self.clock_report(),
             "temperature_c": read_temperature(),
         }
 
     def write_status(self, stats: dict) -> None:
+        """status.json in the state directory, or in the runtime directory when the state
+        directory refuses it (edgefer.statusfile): the status stays current either way."""
         status = {
             **stats,
             "pid": os.getpid(),
@@ -324,13 +398,7 @@ class Service:
             "last_reload": self.last_reload,
             "config": self.config_path,
         }
-        path = self.state_dir / "status.json"
-        tmp = path.with_suffix(".tmp")
-        try:
-            tmp.write_text(json.dumps(status, indent=1))
-            tmp.replace(path)
-        except OSError as exc:
-            log.debug("status file not written: %s", exc)
+        self.status_writer.write(status, refresh=lambda st: st.update(state_dir=self.health.report()))
 
     #: set once the source has been without frames for longer than its grace (logged once)
     _grace_spent = False
@@ -363,6 +431,17 @@ class Service:
             )
         return False
 
+    def report_status(self, fps: float) -> dict:
+        """The status file and systemd's status line (every 2 s); returns the stats."""
+        stats = self.stats(fps)
+        self.write_status(stats)
+        self.notifier.status(
+            ("waiting for the clock, " if self.clock_wait else "")
+            + f"{self.feed.state}: {fps:.1f} fps, {stats['ms']['total'] or 0:.1f} ms/frame, "
+            f"queue {stats['queue_depth']}, {self.output.status().get('state', 'ok')}"
+        )
+        return stats
+
     def run(self) -> int:
         signal.signal(signal.SIGHUP, self.request_reload)
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -394,6 +473,7 @@ class Service:
             cfg = self.cfg
             frame = self.feed.get(timeout=0.25)
             mono = time.monotonic()
+            self.follow_clock()
             if frame is not None:
                 # the rate cap spares a live camera's CPU; a recording is analysed whole
                 gap = 1.0 / cfg.classifier.max_rate if cfg.classifier.max_rate and not self.recording else 0.0
@@ -418,8 +498,7 @@ class Service:
             elif self.watchdog_ping(got_frame=False) and not ready and self.feed.error:
                 ready = True  # fed within the grace: up and retrying; systemd must not time the start out
                 self.notifier.ready(f"waiting for source: {self.feed.error}")
-            now = self.media_now if self.recording else self.clock.now()
-            self.emit(self.tracker.due(now))
+            self.publish_due()
             if mono - last_persist >= parse_duration(cfg.mood.persist_every):
                 self.persist()
                 last_persist = mono
@@ -430,12 +509,7 @@ class Service:
                 fps = window_frames / (mono - window_t0)
                 window_frames, window_t0 = 0, mono
             if mono - last_status >= 2.0:
-                stats = self.stats(fps)
-                self.write_status(stats)
-                self.notifier.status(
-                    f"{self.feed.state}: {fps:.1f} fps, {stats['ms']['total'] or 0:.1f} ms/frame, "
-                    f"queue {stats['queue_depth']}, {self.output.status().get('state', 'ok')}"
-                )
+                stats = self.report_status(fps)
                 last_status = mono
             if mono - last_stats >= parse_duration(cfg.mqtt.stats_every):
                 self.output.publish_live(topics(cfg.mqtt.prefix, cfg.device_id)["stats"], stats or self.stats(fps))
@@ -446,7 +520,7 @@ class Service:
     def shutdown(self, *, finished: bool) -> int:
         self.notifier.stopping()
         self.feed.stop()
-        if finished:
+        if finished and (self.recording or self.counting_from is not None):
             end = self.media_now + 1.0 / self.cfg.source.fps if self.recording else self.clock.now()
             self.emit(self.tracker.final(end))
         self.persist()

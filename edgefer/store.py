@@ -4,10 +4,18 @@ It holds the outbox (summaries not yet acknowledged by the broker, in order, bou
 the local history of published summaries (for ``edgefer report``), the rolling mood state,
 and counters. Only aggregate JSON ever enters it: no pixels.
 
-Disk trouble (full, read-only, vanished) must not stop live publishing, so every write
-failure flips the store into a bounded in-memory fallback, records the fault for the
-status, and is retried; items kept in memory meanwhile are written back once the disk
-accepts writes again.
+Disk trouble (full, read-only, vanished) must not stop live publishing. A write that fails
+leaves the store reading the disk as before but writing to memory: summaries made meanwhile
+queue in memory behind those still on disk (one queue, oldest first, so delivery order
+holds across the episode), summaries delivered from disk are remembered until they can be
+deleted, and every ``retry_seconds`` a fresh connection tries to write all of it back. The
+state directory's health (ok, full, read-only, error) is kept in a :class:`DirHealth` that
+the status file reports into too, which logs one warning when the directory first fails and
+one when it recovers.
+
+The write-ahead log is bounded (``wal_autocheckpoint``, ``journal_size_limit``, and a
+truncating checkpoint with every history pruning): left alone, SQLite lets it settle at
+about 4 MB, which fills a small partition by itself.
 
 A state directory serves one daemon at a time: ``StateDirLock`` holds an ``flock`` on
 ``edgefer.lock`` in it for the life of the process.
@@ -16,6 +24,7 @@ A state directory serves one daemon at a time: ``StateDirLock`` holds an ``flock
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -23,10 +32,17 @@ import os
 import sqlite3
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+#: SQLite checkpoints the write-ahead log into the database once it holds this many pages
+#: (4 KiB each: 1 MiB) instead of its default 1000 (4 MiB) ...
+WAL_PAGES = 256
+#: ... and truncates the log file back to this size after a checkpoint.
+WAL_LIMIT = 1 << 20
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -112,80 +128,255 @@ class Item:
     id: int | None = None
 
 
-class Store:
-    """Outbox, history, state and counters with a bounded memory fallback."""
+OK, FULL, READ_ONLY, ERROR = "ok", "full", "read-only", "error"
+#: below this much free space, a failed write is put down to a full disk
+LOW_SPACE = 64 * 1024
 
-    def __init__(self, path: str | Path, *, queue_max: int = 10000, retry_seconds: float = 10.0) -> None:
+
+def classify(exc: BaseException, directory: Path) -> str:
+    """``full``, ``read-only`` or ``error``: what a failed write says about the directory.
+
+    SQLite reports a full disk as ``database or disk is full`` or, when the log cannot grow,
+    as a plain I/O error; a read-only mount as ``readonly database`` or ``unable to open``.
+    The error's own words decide where they are plain; otherwise the file system is asked."""
+    code = getattr(exc, "errno", None)
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    text = str(exc).lower()
+    if code in (errno.ENOSPC, errno.EDQUOT) or name == "SQLITE_FULL" or "disk is full" in text:
+        return FULL
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM) or name.startswith("SQLITE_READONLY") or "readonly" in text:
+        return READ_ONLY
+    try:
+        fs = os.statvfs(directory)
+        if fs.f_flag & os.ST_RDONLY:
+            return READ_ONLY
+        if fs.f_bavail * fs.f_frsize < LOW_SPACE:
+            return FULL
+    except OSError:
+        return ERROR
+    if not os.access(directory, os.W_OK):
+        return READ_ONLY
+    return ERROR
+
+
+class DirHealth:
+    """The state directory's health as the daemon's writes find it.
+
+    Each writer (the store, the status file) reports its failures and successes under its
+    own name; the directory is ``ok`` only when none is failing. An operator reading the
+    journal gets one warning when the directory first fails (and one more if the kind of
+    failure changes) and one when it recovers, not one per write."""
+
+    ORDER = (FULL, READ_ONLY, ERROR)
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self._faults: dict[str, tuple[str, str]] = {}
+        self.since: float | None = None
+
+    @property
+    def state(self) -> str:
+        kinds = {kind for kind, _ in self._faults.values()}
+        return next((k for k in self.ORDER if k in kinds), OK)
+
+    @property
+    def error(self) -> str | None:
+        state = self.state
+        return next((msg for kind, msg in self._faults.values() if kind == state), None)
+
+    def failed(self, writer: str, exc: BaseException) -> str:
+        """Record a failed write; returns its kind."""
+        kind = classify(exc, self.directory)
+        before = self.state
+        self._faults[writer] = (kind, f"{exc}")
+        self._changed(before)
+        return kind
+
+    def recovered(self, writer: str) -> None:
+        """Record a write that succeeded."""
+        before = self.state
+        if self._faults.pop(writer, None) is not None:
+            self._changed(before)
+
+    def _changed(self, before: str) -> None:
+        state = self.state
+        if state == before:
+            return
+        if state == OK:
+            took = time.time() - (self.since or time.time())
+            log.warning("state directory %s takes writes again (after %.0f s)", self.directory, took)
+            self.since = None
+            return
+        if before == OK:
+            self.since = time.time()
+        log.warning(
+            "state directory %s: %s (%s): summaries wait in memory, in order, and the status goes to "
+            "the runtime directory until it takes writes again",
+            self.directory,
+            state,
+            self.error,
+        )
+
+    def report(self) -> dict:
+        return {"path": str(self.directory), "health": self.state, "error": self.error, "since": self.since}
+
+
+class Store:
+    """Outbox, history, state and counters, with an ordered in-memory overflow for a disk
+    that refuses writes."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        queue_max: int = 10000,
+        retry_seconds: float = 10.0,
+        health: DirHealth | None = None,
+    ) -> None:
         self.path = Path(path)
         self.queue_max = queue_max
         self.retry_seconds = retry_seconds
+        self.health = health or DirHealth(self.path.parent)
+        #: why the disk refuses writes (None while it takes them)
         self.fault: str | None = None
-        self._db: sqlite3.Connection | None = None
-        self._mem: deque[Item] = deque()
+        self._db: sqlite3.Connection | None = None  # reads always; writes while fault is None
+        self._mem: deque[Item] = deque()  # newer than everything on disk
+        self._mem_history: deque[tuple] = deque()
         self._mem_state: str | None = None
+        self._gone: set[str] = set()  # delivered from disk, not yet deleted there
+        self._instance: str | None = None
         self._next_try = 0.0
         self.dropped = 0
-        self._open()
+        try:
+            self._db = self._connect()
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc, reading=True)
+            self._db = self._reader()
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.dropped = int(self._get(self._db, "dropped") or 0)
 
     # -- connection and faults ---------------------------------------------------------
 
-    def _open(self) -> bool:
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=5, isolation_level=None)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=5, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+            db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             db.executescript(SCHEMA)
-            self._db = db
-            self.dropped = int(self._get(db, "dropped") or 0)
-        except (sqlite3.Error, OSError) as exc:
-            self._fail(exc)
-            return False
-        return True
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _reader(self) -> sqlite3.Connection | None:
+        """A read-only connection to a database the directory no longer lets us write (a
+        read-only mount), so that a start there still resumes the mood state and sends
+        what was queued, in order. Immutable when even SQLite's shared-memory file cannot
+        be made: nothing can change the file while its directory refuses writes."""
+        if not self.path.is_file():
+            return None
+        for mode in ("ro", "ro&immutable=1"):
+            try:
+                db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode={mode}", uri=True, isolation_level=None)
+            except sqlite3.Error:
+                continue
+            try:
+                db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+            except sqlite3.Error:
+                db.close()
+                continue
+            return db
+        return None
 
     @staticmethod
     def _get(db: sqlite3.Connection, name: str) -> str | None:
         row = db.execute("SELECT value FROM kv WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
-    def _fail(self, exc: BaseException) -> None:
-        msg = f"{self.path}: {exc}"
-        if msg != self.fault:
-            log.error("state store unavailable, keeping summaries in memory: %s", msg)
-        self.fault = msg
+    def _fail(self, exc: BaseException, *, reading: bool = False) -> None:
+        """A write failed (reads go on), or with ``reading`` a read failed too (memory only)."""
+        self.fault = f"{self.path}: {exc}"
         self._next_try = time.monotonic() + self.retry_seconds
-        if self._db is not None:
+        self.health.failed("store", exc)
+        if reading and self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
-        self._db = None
+            self._db = None
 
     def _usable(self) -> sqlite3.Connection | None:
-        """The connection, reopening (and draining the memory fallback) when it is time."""
-        if self._db is None and time.monotonic() >= self._next_try and self._open():
+        """The connection for reading, after writing back what memory holds when it is time."""
+        if (self.fault is not None or self._db is None) and time.monotonic() >= self._next_try:
             self._recover()
         return self._db
 
     def _recover(self) -> None:
-        db = self._db
-        assert db is not None
+        """A fresh connection writes back, in one transaction and in order, what waited in
+        memory; only then do writes go to disk again."""
         try:
-            with db:
-                db.execute("BEGIN")
-                for item in self._mem:
-                    db.execute(
-                        "INSERT OR IGNORE INTO outbox (key, topic, payload, created) VALUES (?, ?, ?, ?)",
-                        (item.key, item.topic, item.payload, time.time()),
-                    )
-                if self._mem_state is not None:
-                    db.execute("INSERT OR REPLACE INTO kv VALUES ('mood', ?)", (self._mem_state,))
-                self._trim(db)
+            db = self._connect()
         except (sqlite3.Error, OSError) as exc:
             self._fail(exc)
             return
-        log.info("state store writable again; %d queued summaries moved to disk", len(self._mem))
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+        self._db = db
+        try:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("DELETE FROM outbox WHERE key = ?", [(k,) for k in self._gone])
+                self._insert(db, self._mem, self._mem_history, self._mem_state)
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc)
+            return
+        if self.fault is not None:
+            log.info("state store: %d summaries kept in memory moved to disk", len(self._mem))
         self._mem.clear()
+        self._mem_history.clear()
         self._mem_state = None
+        self._gone.clear()
         self.fault = None
+        self.health.recovered("store")
+
+    def _insert(self, db: sqlite3.Connection, items, history, state_json: str | None) -> None:
+        now = time.time()
+        db.executemany(
+            "INSERT OR IGNORE INTO outbox (key, topic, payload, created) VALUES (?, ?, ?, ?)",
+            [(it.key, it.topic, it.payload, now) for it in items],
+        )
+        db.executemany("INSERT OR REPLACE INTO history VALUES (?, ?, ?, ?)", list(history))
+        if state_json is not None:
+            db.execute("INSERT OR REPLACE INTO kv VALUES ('mood', ?)", (state_json,))
+        self._trim(db)
+
+    def _write(self, work: Callable[[sqlite3.Connection], object]) -> bool:
+        """Run ``work`` in one transaction if the disk takes writes; False when it did not
+        (the caller keeps the data in memory)."""
+        db = self._usable()
+        if db is None or self.fault is not None:
+            return False
+        try:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                work(db)
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc)
+            return False
+        return True
+
+    def _read(self, work: Callable[[sqlite3.Connection], object], default):
+        db = self._usable()
+        if db is None:
+            return default
+        try:
+            return work(db)
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc, reading=True)
+            return default
 
     def _trim(self, db: sqlite3.Connection) -> None:
         n = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
@@ -202,29 +393,16 @@ class Store:
         """Queue summaries and save the mood state that produced them in one transaction, so
         a crash can never leave a published boundary without its summary, or the reverse."""
         state_json = json.dumps(mood_state) if mood_state is not None else None
-        db = self._usable()
-        if db is not None:
-            try:
-                with db:
-                    db.execute("BEGIN")
-                    for it in items:
-                        db.execute(
-                            "INSERT OR IGNORE INTO outbox (key, topic, payload, created) VALUES (?, ?, ?, ?)",
-                            (it.key, it.topic, it.payload, time.time()),
-                        )
-                    for key, window, end, payload in history or []:
-                        db.execute("INSERT OR REPLACE INTO history VALUES (?, ?, ?, ?)", (key, window, end, payload))
-                    if state_json is not None:
-                        db.execute("INSERT OR REPLACE INTO kv VALUES ('mood', ?)", (state_json,))
-                    self._trim(db)
-                return
-            except (sqlite3.Error, OSError) as exc:
-                self._fail(exc)
+        if self._write(lambda db: self._insert(db, items, history or [], state_json)):
+            return
         known = {m.key for m in self._mem}
         self._mem.extend(it for it in items if it.key not in known)
         while len(self._mem) > self.queue_max:
             self._mem.popleft()
             self.dropped += 1
+        self._mem_history.extend(history or [])
+        while len(self._mem_history) > self.queue_max:
+            self._mem_history.popleft()
         if state_json is not None:
             self._mem_state = state_json
 
@@ -233,17 +411,18 @@ class Store:
         apart from another daemon's that uses the same device id."""
         import uuid
 
-        db = self._usable()
-        if db is not None:
-            try:
-                value = self._get(db, "instance")
-                if value is None:
-                    value = uuid.uuid4().hex[:12]
-                    db.execute("INSERT OR REPLACE INTO kv VALUES ('instance', ?)", (value,))
-                return value
-            except sqlite3.Error as exc:
-                self._fail(exc)
-        return uuid.uuid4().hex[:12]
+        if self._instance is None:
+            value = self._read(lambda db: self._get(db, "instance"), None)
+            if value is None:
+                value = uuid.uuid4().hex[:12]
+                self._write(lambda db: db.execute("INSERT OR REPLACE INTO kv VALUES ('instance', ?)", (value,)))
+            self._instance = value
+        return self._instance
+
+    @property
+    def memory_depth(self) -> int:
+        """Summaries queued in memory because the disk refused them."""
+        return len(self._mem)
 
     def save_state(self, mood_state: dict) -> None:
         self.enqueue([], mood_state)
@@ -251,70 +430,51 @@ class Store:
     def load_state(self) -> dict | None:
         if self._mem_state is not None:
             return json.loads(self._mem_state)
-        db = self._usable()
-        if db is None:
-            return None
-        try:
-            raw = self._get(db, "mood")
-        except sqlite3.Error as exc:
-            self._fail(exc)
-            return None
+        raw = self._read(lambda db: self._get(db, "mood"), None)
         return json.loads(raw) if raw else None
 
     def pending(self, limit: int = 50) -> list[Item]:
-        """The oldest undelivered summaries, disk first (it is older), then memory."""
-        out: list[Item] = []
-        db = self._usable()
-        if db is not None:
-            try:
-                rows = db.execute("SELECT id, key, topic, payload FROM outbox ORDER BY id LIMIT ?", (limit,))
-                out = [Item(key, topic, payload, id_) for id_, key, topic, payload in rows]
-            except sqlite3.Error as exc:
-                self._fail(exc)
+        """The oldest undelivered summaries: those on disk first (they are older), then those
+        that waited in memory while the disk refused writes."""
+        gone = self._gone
+
+        def rows(db: sqlite3.Connection) -> list[Item]:
+            sql = "SELECT id, key, topic, payload FROM outbox ORDER BY id LIMIT ?"
+            found = [
+                Item(key, topic, payload, id_) for id_, key, topic, payload in db.execute(sql, (limit + len(gone),))
+            ]
+            return [it for it in found if it.key not in gone][:limit]
+
+        out = self._read(rows, [])
         return out + list(self._mem)[: max(0, limit - len(out))]
 
     def delivered(self, key: str) -> None:
-        for m in list(self._mem):
+        for m in self._mem:
             if m.key == key:
                 self._mem.remove(m)
                 return
-        db = self._usable()
-        if db is None:
-            return
-        try:
-            db.execute("DELETE FROM outbox WHERE key = ?", (key,))
-        except sqlite3.Error as exc:
-            self._fail(exc)
+        if not self._write(lambda db: db.execute("DELETE FROM outbox WHERE key = ?", (key,))):
+            self._gone.add(key)  # deleted with the write-back; never sent again meanwhile
 
     def depth(self) -> int:
-        db = self._usable()  # first: reopening may move memory items to disk
-        n = len(self._mem)
-        if db is not None:
-            try:
-                n += db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-            except sqlite3.Error as exc:
-                self._fail(exc)
-        return n
+        on_disk = self._read(lambda db: db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0], 0)
+        return max(0, on_disk - len(self._gone)) + len(self._mem)
 
     def history(self, since: float, window: int | None = None) -> list[dict]:
-        db = self._usable()
-        if db is None:
-            return []
         sql = "SELECT payload FROM history WHERE end_ts >= ?"
         args: list = [int(since)]
         if window is not None:
             sql += " AND window_seconds = ?"
             args.append(window)
-        return [json.loads(r[0]) for r in db.execute(sql + " ORDER BY end_ts", args)]
+        rows = self._read(lambda db: db.execute(sql + " ORDER BY end_ts", args).fetchall(), [])
+        return [json.loads(r[0]) for r in rows]
 
     def prune_history(self, keep_seconds: float) -> None:
-        db = self._usable()
-        if db is None:
-            return
-        try:
-            db.execute("DELETE FROM history WHERE end_ts < ?", (int(time.time() - keep_seconds),))
-        except sqlite3.Error as exc:
-            self._fail(exc)
+        """Delete history older than ``keep_seconds``, then truncate the write-ahead log (the
+        store's periodic upkeep)."""
+        cutoff = int(time.time() - keep_seconds)
+        if self._write(lambda db: db.execute("DELETE FROM history WHERE end_ts < ?", (cutoff,))):
+            self._read(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone(), None)
 
     def close(self) -> None:
         if self._db is not None:

@@ -182,3 +182,58 @@ def test_run_refuses_bad_options_naming_the_flag(tmp_path: Path, run_env: dict, 
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"edgefer: {flag}: "), out.stderr
     assert not (tmp_path / "st").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # an infinite stall or retry would switch the stall watchdog off; nan compares false
+        ("[source]\nstall_seconds = inf\n", "f.toml:2: source.stall_seconds: stall_seconds must be a finite number "
+         "of seconds from 0.1 to 600, got inf"),
+        ("[source]\n\nstall_seconds = nan\n", "f.toml:3: source.stall_seconds: stall_seconds must be a finite"),
+        ("[source]\nretry_max_seconds = inf\n", "f.toml:2: source.retry_max_seconds: retry_max_seconds must be a "
+         "finite number of seconds from retry_initial_seconds (1) to 3600, got inf"),
+        ("[source]\nretry_initial_seconds = 5.0\nretry_max_seconds = 2.0\n",
+         "f.toml:3: source.retry_max_seconds: retry_max_seconds must be a finite number of seconds from "
+         "retry_initial_seconds (5)"),
+        ("[source]\nretry_initial_seconds = -inf\n", "f.toml:2: source.retry_initial_seconds: retry_initial_seconds "
+         "must be a finite number of seconds from 0.1 to 600, got -inf"),
+        ("[mood]\npublish_every = '2d'\n", "f.toml:2: mood.publish_every: publish_every must lie between 5s and 1d, "
+         "got '2d'"),
+        ("[mood]\npersist_every = 99999999999\n", "f.toml:2: mood.persist_every: persist_every must lie between 1s "
+         "and 1h"),
+        ("[mood]\nwindows = ['1m', '8d']\n", "f.toml:2: mood.windows: windows must lie between 5s and 7d, got '8d'"),
+        ("[mood]\nwindows = ['2s']\n", "f.toml:2: mood.windows: windows must lie between 5s and 7d, got '2s'"),
+        ("[mqtt]\nstats_every = '2h'\n", "f.toml:2: mqtt.stats_every: stats_every must lie between 1s and 1h"),
+        # 1-second buckets: gcd(7d, 11s, 13s) = 1
+        ("[mood]\nwindows = ['7d', '11s']\npublish_every = '13s'\n", "f.toml:2: mood.windows: windows 11s, 7d "
+         "published every 13s are counted in 1s buckets (the greatest common divisor of the windows and the "
+         "interval); buckets must be at least 5s: make every window and publish_every a multiple of 5s or more"),
+        ("[mood]\nwindows = ['7d', '1m']\npublish_every = '30s'\n", "f.toml:2: mood.windows: the longest window, "
+         "7d, holds 20160 buckets of 30s; at most 20000 are kept"),
+        ("[mqtt]\nprefix = '/abs'\n", "f.toml:2: mqtt.prefix: prefix '/abs': no '/' at the start or end and no "
+         "empty level (write 'abs')"),
+        ("[mqtt]\nprefix = 'a//b'\n", "f.toml:2: mqtt.prefix: prefix 'a//b': no '/' at the start or end and no "
+         "empty level (write 'a/b')"),
+        ("[mqtt]\nprefix = 'home/cams/'\n", "f.toml:2: mqtt.prefix: prefix 'home/cams/': no '/' at the start or end"),
+        ("[mqtt]\nprefix = 'a/+/b'\n", "f.toml:2: mqtt.prefix: prefix 'a/+/b': + and # are MQTT wildcards"),
+        ("[mqtt]\nprefix = ''\n", "f.toml:2: mqtt.prefix: prefix must not be empty"),
+        ("[homeassistant]\nprefix = 'ha/#'\n", "f.toml:2: homeassistant.prefix: prefix 'ha/#': + and # are MQTT"),
+        ("[homeassistant]\nprefix = '/homeassistant'\n", "f.toml:2: homeassistant.prefix: prefix '/homeassistant': "
+         "no '/' at the start or end and no empty level (write 'homeassistant')"),
+    ],
+)  # fmt: skip
+def test_values_that_would_switch_protection_off_are_refused(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config.parse(text, "f.toml")
+    assert str(exc.value).startswith(expected), str(exc.value)
+
+
+def test_the_bounds_admit_what_they_should() -> None:
+    cfg = config.parse(
+        "[source]\nstall_seconds = 60\nretry_initial_seconds = 0.5\nretry_max_seconds = 3600\n"
+        "[mood]\nwindows = ['7d', '1h', '1m']\npublish_every = '1m'\npersist_every = '1h'\n"
+        "[mqtt]\nprefix = 'home/cams-2/edge_fer'\nstats_every = '1h'\n[homeassistant]\nprefix = 'ha/discovery'\n"
+    )
+    assert cfg.mood.window_seconds == [60, 3600, 604800]  # 10,080 one-minute buckets
+    assert config.parse("[mood]\nwindows = ['24h', '5s']\npublish_every = '5s'\n").mood.window_seconds == [5, 86400]

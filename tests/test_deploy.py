@@ -155,6 +155,8 @@ def test_unit_wires_the_daemon_contract():
     assert one(svc, "User") == "edgefer"
     assert "video" in one(svc, "SupplementaryGroups").split()
     assert one(svc, "StateDirectory") == "edgefer"
+    # the status's fallback while the state directory refuses writes (edgefer.statusfile)
+    assert (one(svc, "RuntimeDirectory"), one(svc, "RuntimeDirectoryPreserve")) == ("edgefer", "yes")
     assert one(svc, "ConfigurationDirectory") == "edgefer"
     assert one(svc, "LoadCredential") == "mqtt_password:/etc/edgefer/mqtt_password"
     assert one(unit["Install"], "WantedBy") == "multi-user.target"
