@@ -8,6 +8,7 @@ source tree is importable.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -22,8 +23,15 @@ from tests.daemon_helpers import analysis_args, make_clip, write_video
 pytestmark = [pytest.mark.slow, pytest.mark.deploy]
 
 
+def user_env() -> dict[str, str]:
+    """The environment of a user's shell: nothing that points Python at this test process's
+    own packages (a PYTHONPATH or PYTHONHOME left by a library earlier in the run would make
+    pip see the checkout's editable install and install nothing)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
+
+
 def run(cmd: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=timeout, env=user_env())
     assert done.returncode == 0, f"{cmd}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
 
@@ -42,7 +50,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert not any(n.endswith(".keras") for n in names), "training networks do not belong in the wheel"
 
     run([sys.executable, "-m", "venv", str(work / "venv")], cwd=work)
-    run([str(work / "venv/bin/python"), "-m", "pip", "install", "--quiet", str(wheel)], cwd=work)
+    done = run([str(work / "venv/bin/python"), "-m", "pip", "install", str(wheel)], cwd=work)
+    assert (work / "venv" / "bin" / "edgefer").exists(), done.stdout[-3000:]
     return work / "venv" / "bin"
 
 
@@ -74,9 +83,14 @@ def test_installed_daemon_summarises_a_clip(installed: Path, fer2013: Path, tmp_
 
 
 def test_installed_daemon_carries_no_plotting_and_report_says_how_to_add_it(installed: Path, tmp_path: Path) -> None:
-    probe = subprocess.run([str(installed / "python"), "-c", "import matplotlib"], capture_output=True, text=True)
+    probe = subprocess.run(
+        [str(installed / "python"), "-c", "import matplotlib"], capture_output=True, text=True, env=user_env()
+    )
     assert probe.returncode != 0, "matplotlib came with the daemon's install"
     done = subprocess.run(
-        [str(installed / "edgefer"), "report", "--state-dir", str(tmp_path)], capture_output=True, text=True
+        [str(installed / "edgefer"), "report", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=user_env(),
     )
     assert done.returncode == 2 and "edgefer[report]" in done.stderr, done.stderr
