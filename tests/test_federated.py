@@ -8,6 +8,7 @@ Flower's aggregation (or in how edgefer reports example counts) cannot pass unno
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, fields
 from itertools import pairwise
 from pathlib import Path
@@ -16,6 +17,17 @@ import numpy as np
 import pytest
 
 from edgefer.train import partition as part
+
+
+@pytest.fixture(autouse=True)
+def _keep_environment():
+    """Flower's simulation starts Ray, which writes PYTHONPATH (this venv's site-packages
+    among it) and more into the process environment; later tests that start a fresh Python
+    must not inherit that."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def _labels(n: int = 4000, seed: int = 0) -> np.ndarray:
