@@ -107,11 +107,12 @@ def assert_corrected(got: list[tuple[float, dict]], fixed: float, state: Path) -
     return correct
 
 
-def test_clock_corrected_an_hour_forward_after_the_start(broker: Broker, tmp_path: Path) -> None:
-    """A Pi started an hour behind; NTP corrects it. Before: every timestamp stayed 3,600 s off
-    until a restart."""
+def run_and_correct(broker: Broker, tmp_path: Path, offset: float) -> tuple:
+    """A daemon started with its clock ``offset`` seconds off, corrected once four summaries
+    have arrived, run until summaries have flowed 25 s past the correction; returns the
+    daemon, its state directory, the summaries as they arrived and the correction's time."""
     sub = mood_collector(broker.port)
-    d, state = clock_daemon(tmp_path, broker.port, -3600)
+    d, state = clock_daemon(tmp_path, broker.port, offset)
     try:
         assert sub.wait_for(lambda m: len(m) >= 4, 60), d.logs()
         fixed = set_offset(tmp_path / "offset", 0)
@@ -119,7 +120,13 @@ def test_clock_corrected_an_hour_forward_after_the_start(broker: Broker, tmp_pat
     finally:
         assert d.stop() == 0
         sub.stop()
-    got = arrivals(sub)
+    return d, state, arrivals(sub), fixed
+
+
+def test_clock_corrected_an_hour_forward_after_the_start(broker: Broker, tmp_path: Path) -> None:
+    """A Pi started an hour behind; NTP corrects it. Before: every timestamp stayed 3,600 s off
+    until a restart."""
+    d, state, got, fixed = run_and_correct(broker, tmp_path, -3600)
     before = [(t, p) for t, p in got if t < fixed]
     assert before and all(abs(t - 3600 - end(p)) <= EVERY + SLACK for t, p in before)  # the hook took hold
     correct = assert_corrected(got, fixed, state)
@@ -132,16 +139,7 @@ def test_clock_corrected_an_hour_forward_after_the_start(broker: Broker, tmp_pat
 def test_clock_corrected_two_minutes_back_after_the_start(broker: Broker, tmp_path: Path) -> None:
     """A Pi started two minutes ahead; NTP steps it back. The boundaries it already published
     under the wrong time come again under the correct time, with keys of their own."""
-    sub = mood_collector(broker.port)
-    d, state = clock_daemon(tmp_path, broker.port, 120)
-    try:
-        assert sub.wait_for(lambda m: len(m) >= 4, 60), d.logs()
-        fixed = set_offset(tmp_path / "offset", 0)
-        assert sub.wait_for(lambda m: m.times[-1] > fixed + 25, 60), d.logs()
-    finally:
-        assert d.stop() == 0
-        sub.stop()
-    got = arrivals(sub)
+    d, state, got, fixed = run_and_correct(broker, tmp_path, 120)
     before = [(t, p) for t, p in got if t < fixed]
     assert before and all(abs(t + 120 - end(p)) <= EVERY + SLACK for t, p in before)
     correct = assert_corrected(got, fixed, state)
