@@ -297,7 +297,8 @@ def test_mixup_blends_faces_and_targets_alike(fer2013: Path) -> None:
 def test_random_erasing_hides_one_rectangle_in_the_share_it_is_given(fer2013: Path) -> None:
     """With --erase 1 every face loses one rectangle of 2-20 % of its area to noise and keeps
     the rest; with the default 0 no erasing layer is built at all."""
-    from edgefer.train.trainer import Recipe, _augmenter
+    from edgefer.train.augment import augmenter as _augmenter
+    from edgefer.train.trainer import Recipe
 
     faces = load_fer2013(fer2013, "test", limit_per_class=16)
     x = faces.images.astype(np.float32)[..., None] / 255.0

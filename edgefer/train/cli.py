@@ -118,6 +118,13 @@ def parser() -> argparse.ArgumentParser:
             metavar="SHARE",
             help="replace a rectangle (2-20 %% of the face) by noise in SHARE of the training faces (0: off)",
         ),
+        "camera": dict(
+            type=float,
+            default=0.0,
+            metavar="SHARE",
+            help="shrink, blur, dim or brighten and add noise to SHARE of the student's faces, as a camera does, "
+            "after the teachers have labelled the clean face (0: off)",
+        ),
         "transfer_faces": dict(
             action=argparse.BooleanOptionalAction,
             default=False,
@@ -211,9 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= recipe.val_fraction < 1:
         print(f"--val-fraction {recipe.val_fraction}: must be at least 0 and below 1", file=sys.stderr)
         return 2
-    if not 0 <= recipe.erase <= 1:
-        print(f"--erase {recipe.erase}: a share of the training faces, from 0 to 1", file=sys.stderr)
-        return 2
+    for name in ("erase", "camera"):
+        if not 0 <= getattr(recipe, name) <= 1:
+            print(f"--{name} {getattr(recipe, name)}: a share of the training faces, from 0 to 1", file=sys.stderr)
+            return 2
     if recipe.val_fraction == 0 and (args.federated or args.flower_app):
         print("--val-fraction 0: a federation picks its round on validation; keep a validation part", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ import numpy as np
 from edgefer import LABELS
 from edgefer.datasets import Dataset, load_fer2013, stratified_split
 from edgefer.metrics import summary
+from edgefer.train import augment as augment_mod
 
 
 @dataclass
@@ -75,30 +76,14 @@ class Recipe:
     # of every tensor the int8 file stores is simulated while training, batch norm frozen
     # (edgefer/train/quant.py).
     quant_aware: bool = False
+    # Camera degradation (edgefer/train/augment.py): the share of the student's faces that
+    # are shrunk, blurred, dimmed or brightened and made noisy after the teachers have
+    # labelled the clean face. 0 turns it off.
+    camera: float = 0.0
 
 
 # FER2013's seven classes in its own order; a 7-class teacher keeps these four.
 FER7 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-
-
-def _augmenter(r: Recipe):
-    import keras
-    from keras import layers
-
-    parts = [layers.RandomFlip("horizontal", seed=r.seed)] if r.flip else []
-    if r.rotation_deg:
-        parts.append(layers.RandomRotation(r.rotation_deg / 360.0, fill_mode="reflect", seed=r.seed))
-    if r.zoom:
-        parts.append(layers.RandomZoom(r.zoom, fill_mode="reflect", seed=r.seed))
-    if r.shift:
-        parts.append(layers.RandomTranslation(r.shift, r.shift, fill_mode="reflect", seed=r.seed))
-    if r.erase:
-        # A (p, p) factor erases each face with probability p; a bare p would draw the
-        # probability itself from [0, p] per face.
-        parts.append(
-            layers.RandomErasing(factor=(r.erase, r.erase), scale=(0.02, 0.2), value_range=(0.0, 1.0), seed=r.seed)
-        )
-    return keras.Sequential(parts, name="augment")
 
 
 def teacher_targets(specs: list[str], share: float, *, flip: bool = False):
@@ -189,13 +174,15 @@ def make_dataset(images: np.ndarray, onehot: np.ndarray, r: Recipe, *, train: bo
         ds = ds.shuffle(len(x), seed=r.seed, reshuffle_each_iteration=True)
     ds = ds.batch(r.batch_size)
     if train:
-        aug = _augmenter(r)
+        aug = augment_mod.augmenter(r)
         ds = ds.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
         if r.mixup > 0:
             ds = ds.map(lambda a, b: mixup(a, b, r.mixup), num_parallel_calls=tf.data.AUTOTUNE)
         if r.teachers and r.distill > 0:
             target = teacher_targets(r.teachers, r.distill, flip=r.teacher_flip)
             ds = ds.map(lambda a, b: (a, target(a, b)), num_parallel_calls=tf.data.AUTOTUNE)
+        if r.camera > 0:
+            ds = ds.map(lambda a, b: (augment_mod.camera_degrade(a, r.camera), b), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -758,7 +745,7 @@ def recalibrate_bn(
         return
     x = images.astype(np.float32)[..., None] / 255.0
     order = np.random.default_rng(seed).permutation(len(x))
-    warp = _augmenter(augment) if augment else None
+    warp = augment_mod.augmenter(augment) if augment else None
     if warp is None:
         batches = min(batches, -(-len(x) // batch))
     saved = [layer.momentum for layer in bns]
