@@ -14,7 +14,6 @@ Writes margins.json, margins.md and margins.png into --out.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
@@ -47,21 +46,25 @@ def score(model: Path, faces: np.ndarray, labels: np.ndarray, margins=MARGINS) -
 
 
 def time_lanes(lanes: dict, faces: np.ndarray, rounds: int = 5, log=print) -> dict[str, dict]:
-    """Mean time per face (ms) of each classifier's whole call, every lane timed over the same
-    faces in every round so that their ratios hold while the machine does other work; round 0
-    warms up and is dropped."""
+    """Mean time per face (ms) of each classifier's whole call, per round. The lanes run
+    interleaved by edgefer-bench's own runner (:func:`edgefer.bench.timing.interleaved`): every
+    round each lane classifies all ``faces``, the lane order rotating, so their ratios hold while
+    the machine does other work. One untimed pass over the faces warms every lane up first."""
+    from edgefer.bench import timing
     from edgefer.bench.stats import latency_stats
 
-    per_round: dict[str, list[float]] = {name: [] for name in lanes}
-    for r in range(rounds + 1):
-        for name, clf in lanes.items():
-            start = time.perf_counter()
-            for face in faces:
-                clf.predict(face[None])
-            if r:
-                per_round[name].append((time.perf_counter() - start) / len(faces) * 1000)
-        log(f"timing: round {r}/{rounds}")
-    return {name: latency_stats(ms) for name, ms in per_round.items()}
+    clfs = list(lanes.values())
+    n = len(faces)
+    timing.warm_up(len(clfs), n, lambda j, i: clfs[j].predict(faces[i : i + 1]))
+
+    def work(j: int, start: int, stop: int) -> None:
+        for i in range(start, stop):
+            clfs[j].predict(faces[i % n : i % n + 1])
+
+    shares = timing.interleaved(
+        len(clfs), n * rounds, n, work, lambda k, total, _: log(f"timing: round {k + 1}/{total}")
+    )
+    return {name: latency_stats([s.wall_s / n * 1000 for s in shares[j]]) for j, name in enumerate(lanes)}
 
 
 def time_margins(

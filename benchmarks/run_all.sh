@@ -46,27 +46,11 @@ bench --mode pipeline --source fer2013 --data-dir "$data" --frames "$frames" --d
 bench --mode pipeline --source demo --frames "$frames" --detector haar --detect-every 1,3,6 --fps 15 --flip-margin "$flip" \
     --json "$out/pipeline-demo.json" --markdown "$out/pipeline-demo.md"
 
-# 5. BlazeFace where the mediapipe extra is installed.
-if "$py" -c "import sys; from edgefer.faces import available_detectors; sys.exit('mediapipe' not in available_detectors())"; then
-    bench --mode pipeline --source fer2013 --data-dir "$data" --frames "$frames" --detector haar,mediapipe \
-        --detect-every 1,3 --fps 15 --flip-margin "$flip" --json "$out/pipeline-detectors.json" --markdown "$out/pipeline-detectors.md"
-else
-    echo "mediapipe not importable with $py: detector comparison skipped" >&2
-fi
-
-# 6. Where the edgefer int8 file's time goes: export forms and stages (needs the train extra).
-if "$py" -c "import tensorflow" 2>/dev/null; then
-    echo "+ python -m benchmarks.forms" >&2
-    nice -n "$nice_level" "$py" -m benchmarks.forms --data-dir "$data" --out "$out/forms"
-else
-    echo "tensorflow not importable with $py: export forms skipped" >&2
-fi
-
-# 7. What classifier.flip_margin trades: validation accuracy against time per face.
+# 5. What classifier.flip_margin trades: validation accuracy against time per face.
 echo "+ python -m benchmarks.margins" >&2
 nice -n "$nice_level" "$py" -m benchmarks.margins --data-dir "$data" --out "$out/margins"
 
-# 8. The fer peer, classifier and pipeline, from its own environment.
+# 6. The fer peer, classifier and pipeline, from its own environment.
 if [[ -n "${PEER_PYTHON:-}" ]]; then
     py=$PEER_PYTHON
     bench --dataset fer2013 --data-dir "$data" --threads 1 --peer fer --flip-margin "$flip" \
