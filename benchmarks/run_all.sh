@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Every edgefer-bench run that benchmarks/RESULTS.md reports, in order, into one folder.
+# The classifier and pipeline runs that benchmarks/RESULTS.md reports, in order, into one folder.
 #
 #   benchmarks/run_all.sh DATA_DIR [OUT_DIR]
+#
+# The current default's files in the repository came from OUT_DIR = benchmarks/results/epyc-vnni;
+# RESULTS.md lists every result file with the command that made it.
 #
 # DATA_DIR holds FER2013 (test/<class>/*.jpg or fer2013.csv). Environment:
 #   PYTHON       the interpreter with edgefer installed (default .venv/bin/python)
@@ -42,15 +45,11 @@ bench --mode pipeline --source fer2013 --data-dir "$data" --frames "$frames" --d
     --detect-every 1,3 --detect-scale 1,0.5 --fps 15 \
     --json "$out/pipeline-haar.json" --markdown "$out/pipeline-haar.md"
 
-# 4. The same on the embedded demo clip (one large face, no ground truth).
-bench --mode pipeline --source demo --frames "$frames" --detector haar --detect-every 1,3,6 --fps 15 --flip-margin "$flip" \
-    --json "$out/pipeline-demo.json" --markdown "$out/pipeline-demo.md"
-
-# 5. What classifier.flip_margin trades: validation accuracy against time per face.
+# 4. What classifier.flip_margin trades: validation accuracy against time per face.
 echo "+ python -m benchmarks.margins" >&2
 nice -n "$nice_level" "$py" -m benchmarks.margins --data-dir "$data" --out "$out/margins"
 
-# 6. The fer peer, classifier and pipeline, from its own environment.
+# 5. The fer peer, classifier and pipeline, from its own environment.
 if [[ -n "${PEER_PYTHON:-}" ]]; then
     py=$PEER_PYTHON
     bench --dataset fer2013 --data-dir "$data" --threads 1 --peer fer --flip-margin "$flip" \
