@@ -15,7 +15,7 @@ import re
 import socket
 import tomllib
 from dataclasses import dataclass, field
-from functools import reduce
+from functools import cached_property, reduce
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -220,6 +220,8 @@ class MoodConfig:
         every = _duration("publish_every", self.publish_every, 5, 86400)
         _duration("persist_every", self.persist_every, 1, 3600)
         self._check_buckets(secs, every)
+        # parsed once, here, at load: the daemon reads the seconds, never the strings
+        _ = self.window_seconds, self.publish_seconds, self.persist_seconds
 
     @staticmethod
     def _check_buckets(secs: list[int], every: int) -> None:
@@ -242,9 +244,18 @@ class MoodConfig:
             f"publish_every multiples of a longer step (at least {_span(step)}), or shorten the longest window",
         )
 
-    @property
+    @cached_property
     def window_seconds(self) -> list[int]:
+        """The windows in seconds, shortest first."""
         return sorted(parse_duration(w) for w in self.windows)
+
+    @cached_property
+    def publish_seconds(self) -> int:
+        return parse_duration(self.publish_every)
+
+    @cached_property
+    def persist_seconds(self) -> int:
+        return parse_duration(self.persist_every)
 
 
 @dataclass
@@ -276,6 +287,10 @@ class MqttConfig:
     queue_max: int = 10000
     stats_every: Any = "30s"
 
+    @cached_property
+    def stats_seconds(self) -> int:
+        return parse_duration(self.stats_every)
+
     def validate(self) -> None:
         _check(
             not self.enabled or (bool(self.host) and not any(c.isspace() for c in self.host)),
@@ -292,6 +307,7 @@ class MqttConfig:
             value = getattr(self, key)
             _check(not value or Path(value).is_file(), f"{key}: no such file {value!r}")
         _check(bool(self.cert_file) == bool(self.key_file), "cert_file and key_file go together")
+        _ = self.stats_seconds  # parsed once, here, at load
 
 
 @dataclass
@@ -446,6 +462,9 @@ def _build(
             kwargs[key] = _coerce(value, hint, where(key))
         except ValueError as exc:
             raise ConfigError(f"{where(key)}: {exc}") from None
+    for key in names - kwargs.keys():  # a table the file leaves out is validated too (and its durations parsed)
+        if dataclasses.is_dataclass(hints[key]):
+            kwargs[key] = _build(hints[key], {}, key if not table else f"{table}.{key}", text, origin, flags)
     obj = cls(**kwargs)
     try:
         obj.validate()

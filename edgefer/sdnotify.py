@@ -1,15 +1,18 @@
 """systemd's notification protocol (READY, WATCHDOG, STATUS, RELOADING, STOPPING).
 
-systemd-python is used when installed; otherwise the documented datagram protocol is
-spoken directly, which is a few lines and has no dependency. Outside systemd (no
-``$NOTIFY_SOCKET``) every call is a cheap no-op.
+The documented datagram protocol (sd_notify(3)) is spoken directly: it is a few lines and
+needs no dependency (systemd-python is not used). Outside systemd (no ``$NOTIFY_SOCKET``)
+every call is a cheap no-op.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
+
+log = logging.getLogger("edgefer")
 
 
 class Notifier:
@@ -18,10 +21,6 @@ class Notifier:
         self.watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         self._sock: socket.socket | None = None
         self._last_watchdog = 0.0
-
-    @property
-    def enabled(self) -> bool:
-        return self.address is not None
 
     def send(self, **fields: str | int) -> bool:
         """Send KEY=VALUE lines; keys are upper-cased (ready=1 -> READY=1)."""
@@ -59,3 +58,39 @@ class Notifier:
 
     def stopping(self) -> None:
         self.send(stopping=1)
+
+
+class WatchdogGrace:
+    """The watchdog policy for a source that delivers nothing, in one sentence: systemd's
+    watchdog is fed for ``grace`` seconds after the last frame (or the start), then no more,
+    and systemd restarts the process, which frees a camera wedged in the kernel. Retries and
+    brief stalls stay inside the process; only a camera that stays dead costs a restart. The
+    pings come from the service loop only, so a hung loop stops them at once, whatever the
+    grace."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+        #: set once the source has been without frames for longer than the grace (logged once)
+        self.spent = False
+
+    def ping(self, source: str, down: float, grace: float) -> bool:
+        """Feed the watchdog unless ``source`` has been ``down`` seconds, past the grace;
+        returns whether it was fed."""
+        if down < grace:
+            if self.spent:
+                self.spent = False
+                log.warning("source %s: frames again; feeding systemd's watchdog again", source)
+            self.notifier.watchdog()
+            return True
+        if not self.spent:
+            self.spent = True
+            then = "systemd restarts the daemon" if self.notifier.watchdog_usec else "no watchdog is set to act on it"
+            log.error(
+                "source %s: no frame for %.0f s (source.watchdog_grace_seconds = %g): no longer feeding "
+                "systemd's watchdog; %s",
+                source,
+                down,
+                grace,
+                then,
+            )
+        return False

@@ -15,7 +15,6 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +25,25 @@ from edgefer import config as configmod
 from edgefer import models as shipped
 from edgefer.classifier import Classifier, ModelError, read_labels
 from edgefer.clock import Clock, ClockGate, iso, system_wall
-from edgefer.config import Config, ConfigError, parse_duration
+from edgefer.config import Config, ConfigError
 from edgefer.discovery import discovery_messages, topics
 from edgefer.faces import FaceStage, build_face_stage, make_detector
 from edgefer.framepath import FramePath
 from edgefer.mood import MoodTracker, window_name
 from edgefer.publish import MqttOutput, Output, StdoutOutput
-from edgefer.sdnotify import Notifier
-from edgefer.sources import Feed, SourceFactory, is_recording
+from edgefer.sdnotify import Notifier, WatchdogGrace
+from edgefer.sources import Feed, Frame, SourceFactory, is_recording
+from edgefer.status import Counters, ProcessCost, Readiness, read_temperature
 from edgefer.statusfile import StatusWriter
 from edgefer.store import DirHealth, Item, StateDirLock, Store
+from edgefer.timers import LoopTimers
 
 log = logging.getLogger("edgefer")
 
 
 def build_classifier(cfg: Config) -> Classifier:
+    """The classifier ``cfg`` names; a labels file named but missing is an error rather than
+    a silent fall back to the shipped labels (the counts would be mislabelled)."""
     model, labels_path = shipped.resolve(cfg.classifier.model)
     labels_file = Path(cfg.classifier.labels) if cfg.classifier.labels else labels_path
     if cfg.classifier.labels and not labels_file.exists():
@@ -50,33 +53,11 @@ def build_classifier(cfg: Config) -> Classifier:
     return Classifier(model, labels, threads=c.threads, flip_average=c.flip_average, flip_margin=c.flip_margin)
 
 
-class Ewma:
-    """Exponential moving average, the smoothing Frigate-style stats use."""
-
-    def __init__(self, alpha: float = 0.1) -> None:
-        self.alpha, self.value = alpha, None
-
-    def add(self, x: float) -> None:
-        self.value = x if self.value is None else self.value + self.alpha * (x - self.value)
-
-
-@dataclass
-class Counters:
-    frames: int = 0
-    faces: int = 0
-    classified: int = 0
-    bad_frames: int = 0
-    ms: dict[str, Ewma] = field(default_factory=lambda: {k: Ewma() for k in ("detect", "classify", "total")})
-
-
-def read_temperature() -> float | None:
-    try:
-        return round(int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000, 1)
-    except (OSError, ValueError):
-        return None
-
-
 class Service:
+    """One daemon: the stages built from a config, the loop that moves frames through them,
+    and what it reports. Built whole or not at all (the state directory's lock is released
+    when construction fails)."""
+
     def __init__(self, cfg: Config, config_path: str | None = None, *, overrides: dict | None = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
@@ -92,7 +73,12 @@ class Service:
         self._reload = threading.Event()
         self.last_reload: dict[str, Any] | None = None
         self.counters = Counters()
-        self.exit_code = 0
+        self.cost = ProcessCost()
+        self.readiness = Readiness(self.notifier)
+        self.watchdog = WatchdogGrace(self.notifier)
+        #: the frame time of the last frame that was classified (the rate cap counts from it)
+        self.last_classify = 0.0
+        self.timers = LoopTimers(cfg, time.monotonic())  # started again when the loop starts
         self.state_dir = Path(cfg.state_dir)
         self.health = DirHealth(self.state_dir)
         self.status_writer = StatusWriter(
@@ -142,7 +128,7 @@ class Service:
         tracker = MoodTracker(
             cfg.device_id,
             cfg.mood.window_seconds,
-            parse_duration(cfg.mood.publish_every),
+            cfg.mood.publish_seconds,
             labels=self.classifier.labels,
             min_confidence=cfg.classifier.min_confidence,
         )
@@ -200,6 +186,7 @@ class Service:
         notes = [f"{k} changes need a restart" for k in ("state_dir",) if getattr(old, k) != getattr(new, k)]
         logging.getLogger().setLevel(getattr(logging, new.log_level.upper()))
         self.store.queue_max = new.mqtt.queue_max
+        self.timers.configure(new)
         self.persist()
         self.classifier = new_classifier
         self.path = self._path(new, build_face_stage(new.faces, detector))
@@ -232,9 +219,7 @@ class Service:
             self.counters.bad_frames += 1
             return 0
         reading = self.path.process(gray, allow_classify)
-        for stage in ("detect", "classify", "total"):
-            if stage in reading.ms:
-                self.counters.ms[stage].add(reading.ms[stage])
+        self.counters.add_timings(reading.ms)
         if reading.probs is not None:
             self.counters.classified += len(reading.probs)
         self.counters.faces += len(reading.faces)
@@ -334,8 +319,8 @@ class Service:
             prefix=cfg.mqtt.prefix,
             ha_prefix=cfg.homeassistant.prefix,
             window=self.ha_window(),
-            stats_every=parse_duration(cfg.mqtt.stats_every),
-            publish_every=parse_duration(cfg.mood.publish_every),
+            stats_every=cfg.mqtt.stats_seconds,
+            publish_every=cfg.mood.publish_seconds,
         )
         for topic, payload in msgs:
             self.output.publish_live(topic, payload if cfg.homeassistant.enabled else "", retain=True)
@@ -345,12 +330,7 @@ class Service:
         return window_name(900 if 900 in secs else secs[0])
 
     def stats(self, fps: float) -> dict:
-        import psutil
-
-        if not hasattr(self, "_proc"):
-            self._proc = psutil.Process()  # cpu_percent() measures since the previous call
-            self._proc.cpu_percent(None)
-        proc = self._proc
+        """The stats topic's payload and the status file's body."""
         c = self.counters
         return {
             "device": self.cfg.device_id,
@@ -358,10 +338,8 @@ class Service:
             "state": "waiting for the clock" if self.clock_wait else "running",
             "uptime": round(time.time() - self.started),
             "fps": round(fps, 2),
-            "ms": {k: None if v.value is None else round(v.value, 2) for k, v in c.ms.items()},
-            "cpu_percent": proc.cpu_percent(None),
-            "rss_mb": round(proc.memory_info().rss / 2**20, 1),
-            "threads": proc.num_threads(),
+            "ms": c.ms_report(),
+            **self.cost.report(),
             "frames": c.frames,
             "faces": c.faces,
             "classified": c.classified,
@@ -400,36 +378,12 @@ class Service:
         }
         self.status_writer.write(status, refresh=lambda st: st.update(state_dir=self.health.report()))
 
-    #: set once the source has been without frames for longer than its grace (logged once)
-    _grace_spent = False
-
     def watchdog_ping(self, *, got_frame: bool) -> bool:
-        """Feed systemd's watchdog by the policy for a source that delivers nothing, in one
-        sentence: the daemon keeps feeding it for ``source.watchdog_grace_seconds`` after the
-        last frame (or the start), then stops, and systemd restarts the process, which frees
-        a camera wedged in the kernel. Retries and brief stalls stay inside the process; only
-        a camera that stays dead costs a restart. The pings come from this loop only, so a
-        hung loop stops them at once, whatever the grace. Returns whether it was fed."""
+        """Feed systemd's watchdog by the policy in ``sdnotify.WatchdogGrace``: for
+        ``source.watchdog_grace_seconds`` after the last frame, then no more. Returns whether
+        it was fed."""
         down = 0.0 if got_frame else self.feed.seconds_without_frames()
-        grace = self.cfg.source.watchdog_grace_seconds
-        if down < grace:
-            if self._grace_spent:
-                self._grace_spent = False
-                log.warning("source %s: frames again; feeding systemd's watchdog again", self.feed.name)
-            self.notifier.watchdog()
-            return True
-        if not self._grace_spent:
-            self._grace_spent = True
-            then = "systemd restarts the daemon" if self.notifier.watchdog_usec else "no watchdog is set to act on it"
-            log.error(
-                "source %s: no frame for %.0f s (source.watchdog_grace_seconds = %g): no longer feeding "
-                "systemd's watchdog; %s",
-                self.feed.name,
-                down,
-                grace,
-                then,
-            )
-        return False
+        return self.watchdog.ping(self.feed.name, down, self.cfg.source.watchdog_grace_seconds)
 
     def report_status(self, fps: float) -> dict:
         """The status file and systemd's status line (every 2 s); returns the stats."""
@@ -443,79 +397,84 @@ class Service:
         return stats
 
     def run(self) -> int:
+        """The loop until a stop signal or the end of a finite source; returns the exit code."""
         signal.signal(signal.SIGHUP, self.request_reload)
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
-        cfg = self.cfg
-        log.info(
-            "edgefer %s: device %s, source %s, detector %s, model %s (%s, %d threads, mirrored: %s)",
-            __version__,
-            cfg.device_id,
-            cfg.source.kind,
-            self.path.stage.detector.name,
-            self.classifier.path,
-            self.classifier.runtime,
-            self.classifier.threads,
-            self.classifier.mirroring,
-        )
+        self._log_start()
         self.output.start()
         self.feed.start()
-        ready = False
-        last_persist = last_stats = last_status = time.monotonic()
-        window_frames, window_t0 = 0, time.monotonic()
-        last_classify = 0.0
-        fps = 0.0
+        self.timers = LoopTimers(self.cfg, time.monotonic())
         stats: dict = {}
         while not self._stop.is_set():
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload()
-            cfg = self.cfg
             frame = self.feed.get(timeout=0.25)
             mono = time.monotonic()
             self.follow_clock()
             if frame is not None:
-                # the rate cap spares a live camera's CPU; a recording is analysed whole
-                gap = 1.0 / cfg.classifier.max_rate if cfg.classifier.max_rate and not self.recording else 0.0
-                allow = frame.t - last_classify >= gap
-                if self.recording and frame.media_t is not None:
-                    self.media_now = self.media_anchor + frame.media_t
-                    t = self.media_now
-                else:
-                    t = self.clock.at(frame.t)
-                if self.process(frame.gray, t, allow) and allow:
-                    last_classify = frame.t
-                del frame
-                self.counters.frames += 1
-                window_frames += 1
-                self.watchdog_ping(got_frame=True)
-                if not ready:
-                    ready = True
-                    self.notifier.ready(f"running: {self.feed.name}")
+                self.take(frame)
+                del frame  # pixels live for one iteration only
             elif self.feed.ended:
                 log.info("source %s ended", self.feed.name)
                 break
-            elif self.watchdog_ping(got_frame=False) and not ready and self.feed.error:
-                ready = True  # fed within the grace: up and retrying; systemd must not time the start out
-                self.notifier.ready(f"waiting for source: {self.feed.error}")
-            self.publish_due()
-            if mono - last_persist >= parse_duration(cfg.mood.persist_every):
-                self.persist()
-                last_persist = mono
-            self.output.pump(self.store)
-            if self.output.take_ha_online():
-                self.send_discovery()
-            if mono - window_t0 >= 2.0:
-                fps = window_frames / (mono - window_t0)
-                window_frames, window_t0 = 0, mono
-            if mono - last_status >= 2.0:
-                stats = self.report_status(fps)
-                last_status = mono
-            if mono - last_stats >= parse_duration(cfg.mqtt.stats_every):
-                self.output.publish_live(topics(cfg.mqtt.prefix, cfg.device_id)["stats"], stats or self.stats(fps))
-                last_stats = mono
-                self.store.prune_history(cfg.history.keep_days * 86400)
+            elif self.watchdog_ping(got_frame=False) and self.feed.error:
+                # fed within the grace: up and retrying; systemd must not time the start out
+                self.readiness.announce(f"waiting for source: {self.feed.error}")
+            stats = self.duties(mono, stats)
         return self.shutdown(finished=self.feed.ended)
+
+    def _log_start(self) -> None:
+        c = self.classifier
+        log.info(
+            "edgefer %s: device %s, source %s, detector %s, model %s (%s, %d threads, mirrored: %s)",
+            __version__,
+            self.cfg.device_id,
+            self.cfg.source.kind,
+            self.path.stage.detector.name,
+            c.path,
+            c.runtime,
+            c.threads,
+            c.mirroring,
+        )
+
+    def take(self, frame: Frame) -> None:
+        """One frame from the feed: timed on the recording's or the corrected wall clock,
+        classified within the rate cap, counted, and the watchdog fed."""
+        cap = self.cfg.classifier.max_rate
+        # the rate cap spares a live camera's CPU; a recording is analysed whole
+        gap = 1.0 / cap if cap and not self.recording else 0.0
+        allow = frame.t - self.last_classify >= gap
+        if self.recording and frame.media_t is not None:
+            self.media_now = self.media_anchor + frame.media_t
+            t = self.media_now
+        else:
+            t = self.clock.at(frame.t)
+        if self.process(frame.gray, t, allow) and allow:
+            self.last_classify = frame.t
+        self.counters.frames += 1
+        self.timers.fps.add()
+        self.watchdog_ping(got_frame=True)
+        self.readiness.announce(f"running: {self.feed.name}")
+
+    def duties(self, mono: float, stats: dict) -> dict:
+        """Every iteration's work besides the frame: publish what is due, save state, pump the
+        outbox, answer Home Assistant, and the periodic reports. Returns the latest stats."""
+        cfg, timers = self.cfg, self.timers
+        self.publish_due()
+        if timers.persist.due(mono):
+            self.persist()
+        self.output.pump(self.store)
+        if self.output.take_ha_online():
+            self.send_discovery()
+        fps = timers.fps.update(mono)
+        if timers.status.due(mono):
+            stats = self.report_status(fps)
+        if timers.stats.due(mono):
+            self.output.publish_live(topics(cfg.mqtt.prefix, cfg.device_id)["stats"], stats or self.stats(fps))
+            self.store.prune_history(cfg.history.keep_days * 86400)
+        return stats
 
     def shutdown(self, *, finished: bool) -> int:
         self.notifier.stopping()
@@ -536,4 +495,4 @@ class Service:
         self.store.close()
         self.lock.release()
         log.info("stopped")
-        return self.exit_code
+        return 0
