@@ -61,6 +61,36 @@ def broken_links(repo: Path = REPO) -> list[str]:
     return out
 
 
+def anchors(page: Path) -> set[str]:
+    """The fragment ids GitHub gives a page's headings: lower case, punctuation dropped, spaces
+    as hyphens, a repeated heading numbered from -1."""
+    text = _FENCE.sub("", page.read_text(encoding="utf-8"))
+    out: set[str] = set()
+    counts: dict[str, int] = {}
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", re.sub(r"[`*_]", "", heading.lower())).replace(" ", "-")
+        n = counts.get(slug, 0)
+        out.add(slug if n == 0 else f"{slug}-{n}")
+        counts[slug] = n + 1
+    return out
+
+
+def broken_anchors(repo: Path = REPO) -> list[str]:
+    """``doc: target`` for each link to a heading of a Markdown page that has no such heading, so
+    that a section moved to another page does not leave links pointing at nothing."""
+    out = []
+    for doc in markdown_files(repo):
+        for target in links(doc.read_text(encoding="utf-8")):
+            if "#" not in target or re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):
+                continue
+            path = doc.resolve() if target.startswith("#") else local_target(doc, target, repo)
+            if path is None or path.suffix != ".md" or not path.is_file():
+                continue
+            if target.split("#", 1)[1] not in anchors(path):
+                out.append(f"{doc.relative_to(repo)}: {target}")
+    return out
+
+
 def reachable(repo: Path = REPO) -> set[Path]:
     """Files linked, directly or through a linked Markdown page, from a doc that is not itself
     a kept result (README.md, docs/, the model card and history, the benchmark pages). A result
@@ -91,6 +121,10 @@ def test_every_relative_link_points_at_a_file_that_exists() -> None:
     assert broken_links() == []
 
 
+def test_every_link_to_a_heading_finds_it() -> None:
+    assert broken_anchors() == []
+
+
 def test_every_figure_and_result_file_is_linked_from_a_doc() -> None:
     assert unlinked() == []
 
@@ -103,13 +137,15 @@ def test_the_checks_see_what_they_claim(tmp_path: Path) -> None:
     (results / "a").mkdir(parents=True)
     (tmp_path / "models" / "figures").mkdir(parents=True)
     (tmp_path / "README.md").write_text(
-        "See [a](benchmarks/results/a/a.md#top), [gone](docs/gone.md), [web](https://example.org),\n"
+        "# Top `level`\n\nSee [a](benchmarks/results/a/a.md#a-page), [gone](docs/gone.md), [web](https://example.org),\n"
+        "[here](#top-level), [nowhere](#no-such-part),\n"
         "`[code](docs/code.md)` and\n```\n[fenced](docs/fenced.md)\n```\n[ref]: models/figures/f.png\n"
     )
-    (results / "a" / "a.md").write_text("![plot](a.png)\n")
+    (results / "a" / "a.md").write_text("## A page\n\n![plot](a.png)\n")
     (results / "a" / "a.png").write_bytes(b"")
     (results / "b.md").write_text("[json](b.json)\n")
     (results / "b.json").write_text("{}")
     (tmp_path / "models" / "figures" / "f.png").write_bytes(b"")
     assert broken_links(tmp_path) == ["README.md: docs/gone.md"]
+    assert broken_anchors(tmp_path) == ["README.md: #no-such-part"]
     assert unlinked(tmp_path) == ["benchmarks/results/b.json", "benchmarks/results/b.md"]
