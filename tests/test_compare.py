@@ -76,7 +76,7 @@ def test_the_int8_file_chosen_on_validation_shows_its_validation_and_agreement()
 
 def test_cli_prints_the_table_and_draws_the_plot(tmp_path, capsys):
     png = tmp_path / "clients.png"
-    assert cli.main(["--compare", str(CENTRAL), str(FEDERATED), "--plot", str(png)]) == 0
+    assert cli.main(["compare", str(CENTRAL), str(FEDERATED), "--plot", str(png)]) == 0
     out = capsys.readouterr().out
     assert len(out.strip().splitlines()) == 4  # header, separator, two runs
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

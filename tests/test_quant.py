@@ -88,9 +88,10 @@ def test_rounding_is_simulated_where_and_as_the_int8_file_rounds(fer2013: Path, 
 def test_quantisation_aware_fine_tuning_ships_a_plain_network(few_faces: Path, tmp_path: Path) -> None:
     import keras
 
-    from edgefer.train.trainer import Recipe, train
+    from edgefer.train.fit import train
+    from edgefer.train.recipe import Recipe, TrainError
 
-    with pytest.raises(SystemExit, match="--init-from"):
+    with pytest.raises(TrainError, match="--init-from"):
         train(Recipe(quant_aware=True), str(few_faces), tmp_path / "none", log=lambda _: None)
     assert not (tmp_path / "none").exists()  # refused before any data is read or folder made
 
@@ -125,7 +126,8 @@ def test_a_mirrored_network_is_rounded_in_its_trunk_on_both_views(
     import edgefer.train.models  # noqa: F401  (registers the mirrored layers the file holds)
     from edgefer.classifier import Classifier
     from edgefer.train import quant
-    from edgefer.train.trainer import Recipe, train
+    from edgefer.train.fit import train
+    from edgefer.train.recipe import Recipe
 
     shipped = MODEL.with_name("edgefer.keras")
     model = keras.models.load_model(shipped, compile=False)

@@ -29,36 +29,21 @@ def test_architectures_keep_the_budget() -> None:
     ours = build("edgefer")
     assert ours.count_params() <= 1.45e6 and count_flops(ours) <= 107e6
     assert ours.input_shape == paper.input_shape == (None, 48, 48, 1)
-    # The teacher is the same network, wider: every layer of the product has its place in it,
-    # at 1.5x the channels (2.25x the cost of the widened layers).
-    wide = build("edgefer-wide")
-    assert [layer.name for layer in wide.layers] == [layer.name for layer in ours.layers]
-    assert wide.get_layer("fb3_conv").filters == 1.5 * ours.get_layer("fb3_conv").filters == 384
-    assert 2.0 < count_flops(wide) / count_flops(ours) < 2.3 and wide.name == "edgefer-wide"
-    # The learnt-pooling head: one weight per channel and position of the 6x6 map, nothing else.
-    gdc = build("edgefer-gdc")
-    assert gdc.count_params() - ours.count_params() == 6 * 6 * 256
-    assert count_flops(gdc) <= 107e6 and gdc.output_shape == ours.output_shape
-    # Channel gates: two small dense layers per residual block (a quarter of the channels in
-    # between), and almost no FLOPs, since they read the pooled branch, not the map.
-    se = build("edgefer-se")
-    gates = sum(2 * c * (c // 4) + c // 4 + c for c in (64, 128, 128, 256, 256))
-    assert se.count_params() - ours.count_params() == gates
-    assert 0 < count_flops(se) - count_flops(ours) < 0.2e6 and se.output_shape == ours.output_shape
-    # Flip averaging inside the network: a 24-channel trunk run twice, within the budget.
-    mirror = build("edgefer-mirror")
-    trunk = mirror.get_layer("trunk")
-    assert count_flops(mirror) == 2 * count_flops(trunk) <= 107e6 and mirror.count_params() == trunk.count_params()
     # The same at full width: the stage-opening convs factored to rank 3 pay for the second view.
     full = build("edgefer-mirror-full")
     assert count_flops(full) == 2 * count_flops(full.get_layer("trunk")) <= 107e6
     assert full.get_layer("trunk").get_layer("fb3_pwf").output.shape[-1] == 256
+    # Only the architectures behind the shipped files (and the paper's) remain.
+    with pytest.raises(ValueError, match="unknown architecture 'edgefer-wide'"):
+        build("edgefer-wide")
 
 
 def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: Path) -> None:
     import keras
 
-    from edgefer.train.trainer import Recipe, WeightAverage, train
+    from edgefer.train.average import WeightAverage
+    from edgefer.train.fit import train
+    from edgefer.train.recipe import Recipe, TrainError
 
     lines: list[str] = []
     recipe = Recipe(arch="edgefer", epochs=1, batch_size=32, limit_per_class=40, patience=5)
@@ -117,7 +102,7 @@ def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: P
     assert entry["kept"] == (entry["validation"] > entry["best_epoch_validation"])
     kernel = keras.models.load_model(run2 / "best.keras", compile=False).get_layer("emotion").get_weights()[0]
     assert any(np.array_equal(kernel, w) for w in mean.weights()) == entry["kept"]
-    with pytest.raises(SystemExit, match=r"another recipe \(lr\)"):
+    with pytest.raises(TrainError, match=r"another recipe \(lr\)"):
         train(Recipe(**{**two.__dict__, "lr": 0.1}), str(fer2013), tmp_path / "run2", log=lines.append)
 
 
@@ -126,7 +111,7 @@ def test_precise_bn_weighs_every_clean_face_once() -> None:
     every face, each weighing the same, not the first faces again and again."""
     import keras
 
-    from edgefer.train.trainer import recalibrate_bn
+    from edgefer.train.average import recalibrate_bn
 
     inp = keras.Input((48, 48, 1))
     net = keras.Model(inp, keras.layers.BatchNormalization(name="bn")(inp))
@@ -137,7 +122,7 @@ def test_precise_bn_weighs_every_clean_face_once() -> None:
 
 
 def test_weight_average_is_the_mean_of_its_snapshots(tmp_path: Path) -> None:
-    from edgefer.train.trainer import WeightAverage
+    from edgefer.train.average import WeightAverage
 
     rng = np.random.default_rng(0)
     snaps = [[rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=5).astype(np.float32)] for _ in range(7)]
@@ -159,7 +144,8 @@ def test_a_soup_ships_the_average_only_when_validation_prefers_it(few_faces: Pat
     import keras
 
     from edgefer.train.models import build
-    from edgefer.train.trainer import Recipe, soup
+    from edgefer.train.recipe import Recipe, TrainError
+    from edgefer.train.soup import soup
 
     # Two models of one basin: the second is the first nudged, as fine-tuning would.
     keras.utils.set_random_seed(3)
@@ -189,19 +175,19 @@ def test_a_soup_ships_the_average_only_when_validation_prefers_it(few_faces: Pat
 
     # Only one architecture can be averaged; the error names the odd file out.
     build("paper").save(tmp_path / "paper.keras")
-    with pytest.raises(SystemExit, match=r"paper\.keras: not the same network"):
+    with pytest.raises(TrainError, match=r"paper\.keras: not the same network"):
         soup([str(paths[0]), str(tmp_path / "paper.keras")], recipe, few, tmp_path / "bad", log=lines.append)
 
 
 def test_a_resumed_run_may_change_only_when_it_stops() -> None:
     from dataclasses import asdict
 
-    from edgefer.train.trainer import Recipe, check_resumable
+    from edgefer.train.recipe import Recipe, TrainError, check_resumable
 
     saved = asdict(Recipe(epochs=40, patience=15))
     check_resumable(saved, Recipe(epochs=40, patience=40))  # longer patience: same weights, goes on
     check_resumable({k: v for k, v in saved.items() if k != "mixup"}, Recipe(epochs=40, patience=15))  # newer key
-    with pytest.raises(SystemExit, match=r"state.json: .*another recipe \(epochs, mixup\)"):
+    with pytest.raises(TrainError, match=r"state.json: .*another recipe \(epochs, mixup\)"):
         check_resumable(saved, Recipe(epochs=50, patience=40, mixup=0.4))
 
 
@@ -231,7 +217,8 @@ def test_distillation_targets_follow_the_teachers(fer2013: Path, tmp_path: Path)
     a FER2013 7-class teacher is cut to the four labels and renormalised."""
     import keras
 
-    from edgefer.train.trainer import FER7, teacher_targets
+    from edgefer.train.recipe import TrainError
+    from edgefer.train.teachers import FER7, teacher_targets
     from tests.conftest import KERAS
 
     faces = load_fer2013(fer2013, "test", limit_per_class=8)
@@ -252,7 +239,7 @@ def test_distillation_targets_follow_the_teachers(fer2013: Path, tmp_path: Path)
     ref = seven.predict(tf.image.resize(x, (64, 64)).numpy() * 2 - 1, verbose=0)
     ref = ref[:, [FER7.index(label) for label in ("angry", "happy", "sad", "neutral")]]
     assert np.allclose(got7, ref / ref.sum(1, keepdims=True), atol=1e-5)
-    with pytest.raises(SystemExit, match="no such file"):
+    with pytest.raises(TrainError, match="no such file"):
         teacher_targets([str(tmp_path / "missing.keras")], 0.5)
 
     # A flip-averaging teacher gives the mean of its outputs on the face and on its mirror.
@@ -274,7 +261,7 @@ def test_distillation_targets_follow_the_teachers(fer2013: Path, tmp_path: Path)
 def test_mixup_blends_faces_and_targets_alike(fer2013: Path) -> None:
     """Each output is lam * face + (1 - lam) * partner with the same lam on the target,
     lam >= 0.5 so the face keeps most of its own label."""
-    from edgefer.train.trainer import mixup
+    from edgefer.train.data import mixup
 
     faces = load_fer2013(fer2013, "test", limit_per_class=8)
     x = faces.images.astype(np.float32)[..., None] / 255.0
@@ -298,7 +285,7 @@ def test_random_erasing_hides_one_rectangle_in_the_share_it_is_given(fer2013: Pa
     """With --erase 1 every face loses one rectangle of 2-20 % of its area to noise and keeps
     the rest; with the default 0 no erasing layer is built at all."""
     from edgefer.train.augment import augmenter as _augmenter
-    from edgefer.train.trainer import Recipe
+    from edgefer.train.recipe import Recipe
 
     faces = load_fer2013(fer2013, "test", limit_per_class=16)
     x = faces.images.astype(np.float32)[..., None] / 255.0
@@ -318,87 +305,28 @@ def test_random_erasing_hides_one_rectangle_in_the_share_it_is_given(fer2013: Pa
         assert np.array_equal(after[outside], before[outside])
 
 
-def test_a_grown_model_starts_as_the_model_it_grew_from(fer2013: Path) -> None:
-    """Growing by residual blocks keeps every learnt weight and the function itself: the new
-    blocks start as the identity, a learnt-pooling head as the average. A model of another
-    width, or a shallower target, is refused with the offending layers named."""
+def test_weights_copy_only_into_the_same_network(fer2013: Path) -> None:
+    """A fine-tune starts as the model it came from; a network of another shape is refused with
+    the offending layer named."""
     from edgefer.train.models import edgefer_cnn
-    from edgefer.train.trainer import grow_from
+    from edgefer.train.recipe import TrainError
+    from edgefer.train.warmstart import copy_weights
 
     rng = np.random.default_rng(0)
     src = edgefer_cnn(width=8, blocks=(1, 1, 1))
-    for layer in src.layers:  # batch norms away from their initial identity, as after training
-        if layer.name.endswith("bn"):
-            n = layer.get_weights()[0].shape
-            scale, shift, mean = rng.uniform(0.8, 1.2, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n)
-            layer.set_weights([scale, shift, mean, rng.uniform(0.8, 1.2, n)])
-    dst = edgefer_cnn(width=8, blocks=(2, 1, 2))
-    new = grow_from(src, dst)
-    assert sorted({n.rsplit("_", 1)[0] for n in new}) == ["s2c", "s4c"]
-
+    for layer in src.layers:  # away from the initialisation, as after training
+        if layer.weights and not layer.name.endswith("bn"):
+            layer.set_weights([rng.normal(0, 0.3, a.shape).astype(np.float32) for a in layer.get_weights()])
+    dst = edgefer_cnn(width=8, blocks=(1, 1, 1))
+    copy_weights(src, dst)
     x = load_fer2013(fer2013, "test", limit_per_class=10).images.astype(np.float32)[..., None] / 255.0
     want = src.predict(x, verbose=0)
     assert want.std(0).max() > 1e-4  # outputs depend on the face
-    assert np.allclose(dst.predict(x, verbose=0), want, atol=1e-5)
-
-    # A learnt-pooling head starts as the average pooling it replaces.
-    gdc = edgefer_cnn(width=8, blocks=(2, 1, 2), head="gdc")
-    assert sorted({n.rsplit("_", 1)[0] for n in grow_from(src, gdc)}) == ["gdc", "s2c", "s4c"]
-    assert np.allclose(gdc.predict(x, verbose=0), want, atol=1e-5)
-    # Channel gates start at exactly 1, in old blocks and in new ones.
-    se = edgefer_cnn(width=8, blocks=(2, 1, 2), se=True)
-    assert {n.rsplit("_", 1)[1] for n in grow_from(src, se) if n.startswith(("s2b", "s3b"))} == {"sedown", "seup"}
-    assert np.allclose(se.predict(x, verbose=0), want, atol=1e-5)
-
-    with pytest.raises(SystemExit, match="s1a_conv"):
-        grow_from(edgefer_cnn(width=16, blocks=(1, 1, 1)), edgefer_cnn(width=8, blocks=(1, 1, 1)))
-    with pytest.raises(SystemExit, match="gdc"):
-        grow_from(gdc, dst)
-    with pytest.raises(SystemExit, match="s2b_sedown"):
-        grow_from(se, dst)
-    with pytest.raises(SystemExit, match="s2c_dw"):
-        grow_from(dst, edgefer_cnn(width=8, blocks=(1, 1, 2)))
-
-
-def test_narrowing_keeps_the_channels_that_carry_something(fer2013: Path) -> None:
-    """A narrower network started from a wider one keeps each channel set's most scaled
-    channels; when the dropped ones are silent (every writer scales and shifts them to zero)
-    nothing is lost, constants the depthwise norms make of silence included. The mirrored
-    network grown that way answers the mean of the source on the face and its mirror image."""
-    from edgefer.train.models import edgefer_cnn, mirrored
-    from edgefer.train.trainer import grow_from, narrow_into
-
-    rng = np.random.default_rng(1)
-    src = edgefer_cnn(width=8, blocks=(1, 1, 1))
-    silent = {"s1a": [1, 5], "fb1": [0, 3, 9, 12], "s2b": [0, 3, 9, 12], "fb2": [2, 4, 7, 8, 20, 21, 30, 31]}
-    silent |= {"s3b": silent["fb2"], "fb3": list(range(0, 64, 4)), "s4b": list(range(0, 64, 4))}
-    for layer in src.layers:
-        if layer.name.endswith("bn"):
-            n = layer.get_weights()[0].shape
-            w = [rng.uniform(0.8, 1.2, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n), rng.uniform(0.8, 1.2, n)]
-            if not layer.name.endswith("_dwbn"):  # the norms that write a channel set
-                for a in w[:2]:
-                    a[silent[layer.name.split("_")[0]]] = 0
-            layer.set_weights(w)
-    x = load_fer2013(fer2013, "test", limit_per_class=10).images.astype(np.float32)[..., None] / 255.0
-    want = src.predict(x, verbose=0)
-    assert want.std(0).max() > 1e-4
-
-    narrow = edgefer_cnn(width=6, blocks=(1, 1, 1))
-    narrow_into(src, narrow)
-    assert np.allclose(narrow.predict(x, verbose=0), want, atol=1e-5)
-    kept = np.setdiff1d(np.arange(16), silent["fb1"])
-    assert np.array_equal(narrow.get_layer("fb1_bn").get_weights()[3], src.get_layer("fb1_bn").get_weights()[3][kept])
-
-    mirror = mirrored(edgefer_cnn(width=6, blocks=(1, 1, 1), name="trunk"), "edgefer-mirror")
-    assert grow_from(src, mirror) == []
-    both = (want + src.predict(x[:, :, ::-1], verbose=0)) / 2
-    assert np.allclose(mirror.predict(x, verbose=0), both, atol=1e-5)
-    assert np.allclose(mirror.predict(x[:, :, ::-1], verbose=0), both, atol=1e-5)
-    with pytest.raises(SystemExit, match="only the width"):
-        narrow_into(edgefer_cnn(width=8, blocks=(1, 1, 1), se=True), narrow)
-    with pytest.raises(SystemExit, match="cannot be widened"):
-        narrow_into(narrow, edgefer_cnn(width=8, blocks=(1, 1, 1)))
+    assert np.allclose(dst.predict(x, verbose=0), want, atol=1e-6)
+    with pytest.raises(TrainError, match="layer s1a_conv has weights of shapes"):
+        copy_weights(edgefer_cnn(width=16, blocks=(1, 1, 1)), edgefer_cnn(width=8, blocks=(1, 1, 1)), "wide.keras")
+    with pytest.raises(TrainError, match="s2c_dw"):
+        copy_weights(edgefer_cnn(width=8, blocks=(2, 1, 1)), dst)
 
 
 def test_a_refit_trains_on_every_face_and_ships_its_last_epoch(few_faces: Path, tmp_path: Path) -> None:
@@ -408,7 +336,8 @@ def test_a_refit_trains_on_every_face_and_ships_its_last_epoch(few_faces: Path, 
     import keras
 
     from edgefer.train.compare import compare
-    from edgefer.train.trainer import Recipe, train
+    from edgefer.train.fit import train
+    from edgefer.train.recipe import Recipe, TrainError
 
     lines: list[str] = []
     recipe = Recipe(arch="edgefer", epochs=2, batch_size=32, val_fraction=0.0, patience=1)
@@ -425,7 +354,7 @@ def test_a_refit_trains_on_every_face_and_ships_its_last_epoch(few_faces: Path, 
     assert "| refit | centralized | 1 | 2 | epoch 2 |  |  |" in compare([str(tmp_path / "refit")])
 
     # What needs validation to decide is refused before any training.
-    with pytest.raises(SystemExit, match=r"--average-from .* --val-fraction 0 has none"):
+    with pytest.raises(TrainError, match=r"--average-from .* --val-fraction 0 has none"):
         train(Recipe(**{**recipe.__dict__, "average_from": 1}), str(few_faces), tmp_path / "avg", log=lines.append)
     assert not (tmp_path / "avg" / "state.json").exists()
 
@@ -434,7 +363,8 @@ def test_transfer_faces_join_training_with_no_label_and_never_validation(fer2013
     """``--transfer-faces``: the dropped classes' training faces follow the four classes' with
     all-zero targets (the teachers fill them); the validation part is cut from the four
     classes before, so it is the same with or without them. Without teachers it is refused."""
-    from edgefer.train.trainer import Recipe, train_and_validation, training_faces
+    from edgefer.train.data import train_and_validation, training_faces
+    from edgefer.train.recipe import Recipe, TrainError
 
     base = Recipe(arch="edgefer", limit_per_class=20, teachers=["t.keras"], distill=0.8)
     tr, va = train_and_validation(base, str(fer2013))
@@ -450,7 +380,7 @@ def test_transfer_faces_join_training_with_no_label_and_never_validation(fer2013
     four = {f.tobytes() for f in np.concatenate([tr.images, va.images])}
     assert not any(f.tobytes() in four for f in x[len(plain_x) :])
     assert np.array_equal(train_and_validation(with_transfer, str(fer2013))[1].images, va.images)
-    with pytest.raises(SystemExit, match="--transfer-faces: only teachers label those faces"):
+    with pytest.raises(TrainError, match="--transfer-faces: only teachers label those faces"):
         training_faces(tr, Recipe(**{**with_transfer.__dict__, "teachers": []}), str(fer2013))
 
 
@@ -460,7 +390,8 @@ def test_factoring_keeps_a_low_rank_conv_exactly_and_truncates_the_rest(fer2013:
     the network answers the mean of its source on the face and its mirror image; a full-rank conv
     becomes its best rank-3 approximation."""
     from edgefer.train.models import edgefer_cnn, mirrored
-    from edgefer.train.trainer import grow_from
+    from edgefer.train.recipe import TrainError
+    from edgefer.train.warmstart import copy_weights
 
     rng = np.random.default_rng(2)
     src = edgefer_cnn(width=8, blocks=(1, 1, 1))
@@ -474,13 +405,13 @@ def test_factoring_keeps_a_low_rank_conv_exactly_and_truncates_the_rest(fer2013:
     assert want.std(0).max() > 1e-4
 
     full = mirrored(edgefer_cnn(width=8, blocks=(1, 1, 1), rank=3, name="trunk"), "edgefer-mirror-full")
-    assert grow_from(src, full) == []
+    copy_weights(src, full)
     both = (want + src.predict(x[:, :, ::-1], verbose=0)) / 2
     assert np.allclose(full.predict(x, verbose=0), both, atol=1e-5)
 
     kernel = rng.normal(0, 0.3, (3, 3, 8, 16)).astype(np.float32)
     src.get_layer("fb1_conv").set_weights([kernel])
-    grow_from(src, full)
+    copy_weights(src, full)
     trunk = full.get_layer("trunk")
     (dw,), (pw,) = trunk.get_layer("fb1_dwf").get_weights(), trunk.get_layer("fb1_pwf").get_weights()
     rebuilt = np.einsum("hwcr,cro->hwco", dw, pw[0, 0].reshape(8, 3, 16))
@@ -488,10 +419,10 @@ def test_factoring_keeps_a_low_rank_conv_exactly_and_truncates_the_rest(fer2013:
         u, sv, vt = np.linalg.svd(kernel[:, :, c].reshape(9, 16), full_matrices=False)
         assert np.allclose(rebuilt[:, :, c].reshape(9, 16), (u[:, :3] * sv[:3]) @ vt[:3], atol=1e-5)
         assert not np.allclose(rebuilt[:, :, c], kernel[:, :, c], atol=1e-2)  # rank 9 does not fit in 3
-    with pytest.raises(SystemExit, match="cannot be factored"):
-        grow_from(edgefer_cnn(width=8, blocks=(1, 1, 1), se=True), full)
-    with pytest.raises(SystemExit, match="not the width"):
-        grow_from(edgefer_cnn(width=6, blocks=(1, 1, 1)), full)
+    with pytest.raises(TrainError, match="cannot be factored"):
+        copy_weights(edgefer_cnn(width=8, blocks=(1, 2, 1)), full)
+    with pytest.raises(TrainError, match="not the width"):
+        copy_weights(edgefer_cnn(width=6, blocks=(1, 1, 1)), full)
 
 
 def test_factored_convs_run_tiled_in_the_exported_files(fer2013: Path, tmp_path: Path) -> None:
@@ -500,9 +431,9 @@ def test_factored_convs_run_tiled_in_the_exported_files(fer2013: Path, tmp_path:
     import keras
     from ai_edge_litert.interpreter import Interpreter
 
+    from edgefer.train.average import recalibrate_bn
     from edgefer.train.export import runtime_graph, to_tflite
     from edgefer.train.models import edgefer_cnn, mirrored
-    from edgefer.train.trainer import recalibrate_bn
 
     keras.utils.set_random_seed(4)
     net = mirrored(edgefer_cnn(width=8, blocks=(1, 1, 1), rank=3, name="trunk"), "edgefer-mirror-full")
@@ -541,29 +472,11 @@ def test_factored_convs_run_tiled_in_the_exported_files(fer2013: Path, tmp_path:
         runtime_graph(odd)
 
 
-def test_a_single_view_network_starts_as_a_mirrored_ones_trunk(fer2013: Path) -> None:
-    from edgefer.train.models import build, edgefer_cnn, mirrored
-    from edgefer.train.trainer import grow_from
-
-    pair = mirrored(edgefer_cnn(width=8, blocks=(1, 1, 1), rank=3, name="trunk"), "edgefer-mirror-full")
-    rng = np.random.default_rng(6)
-    trunk = pair.get_layer("trunk")
-    for layer in trunk.layers:
-        if layer.weights and not layer.name.endswith("bn"):  # batch norms keep a positive variance
-            layer.set_weights([rng.normal(0, 0.3, a.shape).astype(np.float32) for a in layer.get_weights()])
-    alone = edgefer_cnn(width=8, blocks=(1, 1, 1), rank=3, name="edgefer-factored")
-    assert grow_from(pair, alone) == []
-    x = load_fer2013(fer2013, "test", limit_per_class=5).images.astype(np.float32)[..., None] / 255.0
-    assert np.allclose(alone.predict(x, verbose=0), trunk.predict(x, verbose=0), atol=1e-6)
-    assert not np.allclose(alone.predict(x, verbose=0), pair.predict(x, verbose=0), atol=1e-3)
-    assert build("edgefer-factored").count_params() == build("edgefer-mirror-full").count_params()
-
-
 def test_a_plain_network_starts_a_mirrored_pair_of_its_own_shape_unchanged(fer2013: Path) -> None:
     """edgefer-dense-mirror starts from a trained edgefer-dense: its trunk takes every weight as it
     is, so the pair's first answer is the source's mean over the face and its mirror image."""
     from edgefer.train.models import build, dense_cnn, mirrored
-    from edgefer.train.trainer import grow_from
+    from edgefer.train.warmstart import copy_weights
 
     src = dense_cnn(widths=(32, 64), convs=(1, 2), name="edgefer-dense")
     rng = np.random.default_rng(8)
@@ -571,7 +484,7 @@ def test_a_plain_network_starts_a_mirrored_pair_of_its_own_shape_unchanged(fer20
         if layer.weights and not layer.name.endswith("bn"):
             layer.set_weights([rng.normal(0, 0.1, a.shape).astype(np.float32) for a in layer.get_weights()])
     pair = mirrored(dense_cnn(widths=(32, 64), convs=(1, 2), name="trunk"), "edgefer-dense-mirror")
-    assert grow_from(src, pair) == []
+    copy_weights(src, pair)
     x = load_fer2013(fer2013, "test", limit_per_class=5).images.astype(np.float32)[..., None] / 255.0
     one, other = src.predict(x, verbose=0), src.predict(x[:, :, ::-1], verbose=0)
     assert not np.allclose(one, other, atol=1e-3)  # the source is not mirror-symmetric
@@ -579,40 +492,6 @@ def test_a_plain_network_starts_a_mirrored_pair_of_its_own_shape_unchanged(fer20
     full = build("edgefer-dense-mirror")
     assert full.count_params() == build("edgefer-dense").count_params()
     assert [w.shape for w in full.get_layer("trunk").weights] == [w.shape for w in build("edgefer-dense").weights]
-
-
-def test_a_cropped_network_reads_only_the_face_centre(fer2013: Path, tmp_path: Path) -> None:
-    """The crop is the network's first layer: the file still takes 48x48 faces, a border pixel
-    cannot move the answer and a central one can, the weights are those of the uncropped
-    network (so one starts the other), and every conv costs in proportion to the pixels seen."""
-    from edgefer.train.export import to_tflite
-    from edgefer.train.models import build, count_flops, edgefer_cnn, every_layer, mirrored
-    from edgefer.train.trainer import grow_from
-
-    full = edgefer_cnn(width=8, blocks=(1, 1, 1), rank=3, name="trunk")
-    cropped = edgefer_cnn(width=8, blocks=(1, 1, 1), rank=3, crop=4, name="trunk")
-    rng = np.random.default_rng(7)
-    for layer in full.layers:
-        if layer.weights and not layer.name.endswith("bn"):
-            layer.set_weights([rng.normal(0, 0.3, a.shape).astype(np.float32) for a in layer.get_weights()])
-    assert grow_from(full, cropped) == []
-    faces = load_fer2013(fer2013, "test", limit_per_class=3).images
-    x = faces.astype(np.float32)[..., None] / 255.0
-    base = cropped.predict(x, verbose=0)
-    border, centre = x.copy(), x.copy()
-    border[:, :4], border[:, -4:], border[:, :, :4], border[:, :, -4:] = 1.0, 0.0, 1.0, 0.0
-    centre[:, 20:28, 20:28] = 1.0 - centre[:, 20:28, 20:28]
-    assert np.allclose(cropped.predict(border, verbose=0), base, atol=1e-6)
-    assert not np.allclose(cropped.predict(centre, verbose=0), base, atol=1e-3)
-    assert not np.allclose(full.predict(border, verbose=0), full.predict(x, verbose=0), atol=1e-3)
-    assert count_flops(cropped) / count_flops(full) == pytest.approx((40 / 48) ** 2, rel=0.03)
-    pair = build("edgefer-mirror-crop")
-    assert pair.input_shape == (None, 48, 48, 1) and pair.count_params() == build("edgefer-mirror-full").count_params()
-    assert [layer.name for layer in every_layer(pair)][:4] == ["face", "mirror", "face", "crop"]
-    # Exported, the runtime feeds it 48x48 faces and gets the Keras answers.
-    net = mirrored(cropped, "edgefer-mirror-crop")
-    path = to_tflite(net, tmp_path / "crop-float32.tflite")
-    assert np.allclose(Classifier(path, threads=1).predict(faces), net.predict(x, verbose=0), atol=1e-5)
 
 
 def test_the_dense_network_is_few_dense_convs_at_24_px_and_below(fer2013: Path, tmp_path: Path) -> None:
@@ -646,27 +525,43 @@ def test_the_dense_network_is_few_dense_convs_at_24_px_and_below(fer2013: Path, 
 
 
 def test_the_cli_refuses_shares_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:
+    """Bad settings are one line naming the option and exit status 2, in the subcommand form
+    and in the older flag form alike."""
     from edgefer.train.cli import main
 
-    assert main(["--val-fraction", "1.5"]) == 2
-    assert "--val-fraction 1.5: must be at least 0 and below 1" in capsys.readouterr().err
-    assert main(["--erase", "-0.1"]) == 2
+    assert main(["fit", "--val-fraction", "1.5"]) == 2
+    assert capsys.readouterr().err == "edgefer-train: --val-fraction 1.5: must be at least 0 and below 1\n"
+    assert main(["--erase", "-0.1"]) == 2  # the flag form names the fit subcommand
     assert "--erase -0.1: a share of the training faces, from 0 to 1" in capsys.readouterr().err
-    assert main(["--val-fraction", "0", "--federated"]) == 2
+    assert main(["federated", "--val-fraction", "0"]) == 2
     assert "a federation picks its round on validation" in capsys.readouterr().err
     assert main(["--transfer-faces", "--federated"]) == 2
     assert "--transfer-faces: federated clients train on their own labelled faces only" in capsys.readouterr().err
+    assert main(["finalize"]) == 2
+    assert "finalize needs --out RUN_DIR" in capsys.readouterr().err
+
+
+def test_every_option_of_every_subcommand_has_help() -> None:
+    from edgefer.train.cli import COMMANDS, parser
+
+    subs = next(a for a in parser()._actions if a.dest == "command").choices
+    assert set(subs) == set(COMMANDS)
+    for name, sub in subs.items():
+        undocumented = [a.dest for a in sub._actions if a.dest != "help" and not a.help]
+        assert not undocumented, f"{name}: {undocumented}"
 
 
 def test_scoring_teachers_measures_each_alone_together_and_where_the_other_fails(few_faces: Path) -> None:
     """The figures that decide whether a teacher joins the ensemble, on the shipped models:
     each flip-averaged, their mean, and each one's accuracy on the other's mistakes."""
     from edgefer.train import cli
-    from edgefer.train.trainer import Recipe, load_teacher, predict_probs, train_and_validation
+    from edgefer.train.data import predict_probs, train_and_validation
+    from edgefer.train.recipe import Recipe
+    from edgefer.train.teachers import load_teacher
     from tests.conftest import KERAS
 
     specs = [str(KERAS / "edgefer.keras"), str(KERAS / "paper.keras")]
-    argv = ["--score-teachers", *specs, "--data-dir", str(few_faces), "--val-fraction", "0.5"]
+    argv = ["score-teachers", *specs, "--data-dir", str(few_faces), "--val-fraction", "0.5"]
     # its own process, as a user runs it: the shipped network is a mirrored pair, whose layers
     # must load with nothing else imported before
     run = subprocess.run([sys.executable, "-m", "edgefer.train.cli", *argv], capture_output=True, text=True)
@@ -681,19 +576,19 @@ def test_scoring_teachers_measures_each_alone_together_and_where_the_other_fails
     assert f"their mean: flip-averaged validation {ensemble:.4f}" in out
     assert (~right[1]).any()  # the paper network errs on some of these faces, so the figure exists
     assert f"right on {right[0][~right[1]].mean():.4f} of the faces {specs[1]} gets wrong" in out
-    with pytest.raises(SystemExit, match="needs a validation part"):
-        cli.main(["--score-teachers", specs[0], "--data-dir", str(few_faces), "--val-fraction", "0"])
+    assert cli.main(["--score-teachers", specs[0], "--data-dir", str(few_faces), "--val-fraction", "0"]) == 2
 
 
 def test_paired_comparison_scores_two_shipped_files_on_validation(few_faces: Path, tmp_path: Path, capsys) -> None:
     """The comparison a keep-or-ship rule can lean on, on the shipped int8 files: each file's
     validation accuracy from the runtime itself, and the faces only one of them gets right."""
     from edgefer.train import cli
-    from edgefer.train.trainer import Recipe, train_and_validation
+    from edgefer.train.data import train_and_validation
+    from edgefer.train.recipe import Recipe
     from tests.conftest import MODELS
 
     files = [str(MODELS / "edgefer-int8.tflite"), str(MODELS / "paper-int8.tflite")]
-    assert cli.main(["--paired", *files, "--data-dir", str(few_faces), "--val-fraction", "0.5"]) == 0
+    assert cli.main(["paired", *files, "--data-dir", str(few_faces), "--val-fraction", "0.5"]) == 0
     out = capsys.readouterr().out
     _, va = train_and_validation(Recipe(val_fraction=0.5), str(few_faces))
     right = [Classifier(f, threads=1).predict(va.images).argmax(1) == va.labels for f in files]
@@ -721,9 +616,53 @@ def test_paired_comparison_scores_two_shipped_files_on_validation(few_faces: Pat
     assert "non-inferiority by 100 points: shown" in capsys.readouterr().out
     assert cli.main([*args[:-3], "--margins", "0.12", "2"]) == 2
     assert "--margins 2.0" in capsys.readouterr().err
-    assert cli.main(["--non-inferior", "1", "--data-dir", str(few_faces)]) == 2
-    assert "go with --paired" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # an option of paired given to fit: argparse's usage error
+        cli.main(["--non-inferior", "1", "--data-dir", str(few_faces)])
+    assert usage.value.code == 2 and "--non-inferior" in capsys.readouterr().err
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(b"not a model")
     assert cli.main(["--paired", files[0], str(broken), "--data-dir", str(few_faces)]) == 2
     assert str(broken) in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_short_reproduction_runs_every_stage_and_resumes_by_skipping(fer2013: Path, tmp_path: Path) -> None:
+    """``edgefer-train reproduce --short``: the default's lineage end to end, each stage started
+    from and taught by the earlier ones, the default's files under their shipped names; run
+    again, every finished stage is skipped. The ``fer`` teacher, a third-party download, is
+    stood in for by a network with its interface (7 outputs, 48x48 input in [-1, 1])."""
+    import keras
+
+    from edgefer.train import cli
+    from edgefer.train.reproduce import STAGES, total_minutes
+
+    data = tmp_path / "fer2013"
+    for split, n, labels in (("train", 20, None), ("test", 10, ("angry", "happy", "sad", "neutral"))):
+        for folder in sorted((fer2013 / split).iterdir()):
+            if labels is None or folder.name in labels:
+                (data / split / folder.name).mkdir(parents=True)
+                for face in sorted(folder.iterdir())[:n]:
+                    (data / split / folder.name / face.name).symlink_to(face)
+    inp = keras.Input((48, 48, 1))
+    keras.Model(inp, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(inp))).save(
+        tmp_path / "fer.keras"
+    )
+    out = tmp_path / "repro"
+    argv = ["reproduce", "--data-dir", str(data), "--out", str(out), "--fer-teacher", str(tmp_path / "fer.keras")]
+    assert cli.main([*argv, "--short"]) == 0
+    for stage in STAGES:
+        state = json.loads((out / f"stage{stage.number}" / "state.json").read_text())
+        assert state["epoch"] == 1 and state["recipe"]["arch"] == stage.settings["arch"]
+        assert len(state["recipe"]["teachers"]) == len(stage.teachers)
+    assert json.loads((out / "stage27" / "state.json").read_text())["recipe"]["init_from"].endswith(
+        "stage25/edgefer-dense-mirror.keras"
+    )
+    probs = Classifier(out / "edgefer-dense-int8.tflite").predict(load_fer2013(data, "test").images)
+    assert probs.shape == (40, 4)
+    assert not (out / "stage21" / "edgefer-dense-mirror-int8.tflite").exists()  # only the last stage exports
+    lines: list[str] = []
+    from edgefer.train.reproduce import reproduce
+
+    reproduce(str(data), out, str(tmp_path / "fer.keras"), short=True, log=lines.append)
+    assert sum("finished earlier, skipped" in line for line in lines) == len(STAGES)
+    assert 7 * 60 < total_minutes() < 9 * 60  # the time the docs state: about 8 hours on 2 cores

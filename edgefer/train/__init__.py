@@ -5,16 +5,4 @@ The daemon never imports this package: it needs TensorFlow, which a Pi does not.
 
 # The names ``edgefer-train --arch`` accepts; here rather than in ``models`` so that the
 # command line can list them without importing Keras.
-ARCHITECTURES = (
-    "paper",
-    "edgefer",
-    "edgefer-wide",
-    "edgefer-gdc",
-    "edgefer-se",
-    "edgefer-mirror",
-    "edgefer-mirror-full",
-    "edgefer-mirror-crop",
-    "edgefer-factored",
-    "edgefer-dense",
-    "edgefer-dense-mirror",
-)
+ARCHITECTURES = ("paper", "edgefer", "edgefer-mirror-full", "edgefer-dense", "edgefer-dense-mirror")

