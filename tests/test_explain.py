@@ -1,9 +1,10 @@
-"""Grad-CAM++ and the perturbation metrics of edgefer-explain.
+"""Grad-CAM++, the perturbation metrics and the bootstrap intervals of edgefer-explain.
 
 Every metric is checked against a value worked out by hand on 2x2 "images" with a linear
 model written in numpy; Grad-CAM++ against a hand-worked 2x2 example and against a toy
-network whose salient regions are known by construction; the command end to end on a few
-real FER2013 PublicTest faces.
+network whose salient regions are known by construction; the bootstrap against the coverage
+it promises on data whose mean is known; the command end to end on a few real FER2013
+PublicTest faces.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 
 from edgefer import LABELS
 from edgefer.train import explain as ex
+from edgefer.train import explain_maps, explain_stats
 
 # ---------------------------------------------------------------------------------------------
 # Metrics on a hand-written model
@@ -129,6 +131,90 @@ def test_area_matched_baselines_keep_the_pixel_order():
 
 
 # ---------------------------------------------------------------------------------------------
+# Bootstrap intervals
+# ---------------------------------------------------------------------------------------------
+
+
+def test_per_image_metrics_average_to_the_summary():
+    raw = ex.evaluate_maps(linear_model, IMAGES, SALIENCY, LABELS_2, steps=4, threshold=0.5, chunk=1)
+    per = ex.per_image_metrics(raw, LABELS_2)
+    s = ex.summarise(raw, LABELS_2)
+    assert per["AD"].tolist() == pytest.approx([0.52 / 0.56, 0.0])
+    assert per["IC"].tolist() == [1.0, 0.0] and per["ADA"].tolist() == [1.0, 0.0]
+    for key, values in per.items():
+        assert values.shape == (2,) and values.mean() == pytest.approx(s[key])
+
+
+def test_bootstrap_interval_covers_a_known_mean_at_about_the_nominal_rate():
+    # 400 samples of 150 skewed values (exponential, mean 0.3); the 95 % interval should hold
+    # the mean about 95 % of the time. Binomial sd of the rate over 400 trials is 0.011, and the
+    # percentile interval runs a little short on skewed data, so accept 0.90-0.985.
+    rng = np.random.default_rng(11)
+    trials, hits = 400, 0
+    groups = np.repeat([0, 1, 2], 50)
+    for t in range(trials):
+        sample = rng.exponential(0.3, 150)
+        means = explain_stats.bootstrap_means(sample, groups, 1000, seed=t)
+        lo, hi = explain_stats.percentile_interval(means)[:, 0]
+        hits += lo <= 0.3 <= hi
+    assert 0.90 <= hits / trials <= 0.985
+
+
+def test_bootstrap_resamples_within_each_group():
+    # Group 0 holds only 0s and group 1 only 1s: any resample that keeps the group sizes has
+    # mean exactly 1/4, so the interval collapses to a point.
+    values = np.array([0.0, 0.0, 0.0, 1.0])
+    means = explain_stats.bootstrap_means(values, np.array([0, 0, 0, 1]), 500, seed=0)
+    assert np.all(means == 0.25)
+    # Without groups the same values do move.
+    assert explain_stats.bootstrap_means(values, np.zeros(4), 500, seed=0).std() > 0.1
+
+
+def test_paired_difference_of_identical_maps_is_exactly_zero_and_a_tie():
+    rng = np.random.default_rng(2)
+    per_face = {k: rng.random(40) for k in explain_stats.INTERVALS}
+    per = {"gradcam++/fb3": per_face, "same": {k: v.copy() for k, v in per_face.items()}}
+    out = explain_stats.paired_bootstrap(per, np.repeat([0, 1], 20), [("gradcam++/fb3", "same")], n_boot=300)
+    diff = out["differences"]["gradcam++/fb3 - same"]
+    assert set(diff) == set(explain_stats.JUDGED)
+    for row in diff.values():
+        assert row["estimate"] == 0.0 and row["ci"] == [0.0, 0.0] and row["verdict"] == "tie"
+    assert out["maps"]["gradcam++/fb3"] == out["maps"]["same"]
+    lo, hi = out["maps"]["same"]["IAUC"]
+    assert lo < per_face["IAUC"].mean() < hi
+
+
+def test_pairing_separates_maps_whose_own_intervals_overlap():
+    # Faces differ a lot (sd 0.2) but map a beats map b on every face by 0.02 +- 0.01: the two
+    # maps' intervals overlap, the paired difference's does not contain 0. Higher IAUC wins,
+    # higher DAUC loses.
+    rng = np.random.default_rng(5)
+    face = rng.normal(0.5, 0.2, 200)
+    better = face + 0.02 + rng.normal(0, 0.01, 200)
+    a = {k: better for k in explain_stats.INTERVALS}
+    b = {k: face for k in explain_stats.INTERVALS}
+    out = explain_stats.paired_bootstrap({"a": a, "b": b}, np.zeros(200), [("a", "b")], n_boot=2000, seed=1)
+    (a_lo, a_hi), (b_lo, b_hi) = out["maps"]["a"]["IAUC"], out["maps"]["b"]["IAUC"]
+    assert a_lo < b_hi and b_lo < a_hi
+    diff = out["differences"]["a - b"]
+    assert 0.0 < diff["IAUC"]["ci"][0] < diff["IAUC"]["estimate"] < diff["IAUC"]["ci"][1] < 0.03
+    assert diff["IAUC"]["verdict"] == "win" and diff["DAUC"]["verdict"] == "loss"
+
+
+def test_verdicts_and_bad_bootstrap_input():
+    assert explain_stats.verdict(0.01, 0.05, True) == "win"
+    assert explain_stats.verdict(0.01, 0.05, False) == "loss"
+    assert explain_stats.verdict(-0.05, -0.01, False) == "win"
+    assert explain_stats.verdict(-0.01, 0.02, True) == "tie"
+    with pytest.raises(ValueError, match="group labels"):
+        explain_stats.bootstrap_means(np.zeros(5), np.zeros(4), 10, 0)
+    with pytest.raises(ValueError, match="n_boot"):
+        explain_stats.bootstrap_means(np.zeros(5), np.zeros(5), 0, 0)
+    with pytest.raises(ValueError, match="level"):
+        explain_stats.percentile_interval(np.zeros((3, 1)), 95)
+
+
+# ---------------------------------------------------------------------------------------------
 # Grad-CAM++
 # ---------------------------------------------------------------------------------------------
 
@@ -196,11 +282,19 @@ def test_gradcampp_finds_the_region_that_drives_each_class(keras_mod):
 def test_a_cropped_network_maps_cover_what_it_sees(keras_mod):
     """A network that drops the face's border first has maps over the centre only: they are
     laid on the pixels it read, and the border, which cannot move its answer, scores zero."""
-    from edgefer.train.models import edgefer_cnn
+    from keras import layers
 
-    net = edgefer_cnn(width=8, blocks=(1, 1, 1), crop=4, name="cropped")
-    assert ex._input_crop(net) == ((4, 4), (4, 4))
-    assert ex._input_crop(edgefer_cnn(width=8, blocks=(1, 1, 1))) == ((0, 0), (0, 0))
+    keras_mod.utils.set_random_seed(0)
+    inp = keras_mod.Input((48, 48, 1))
+    x = layers.Cropping2D(4, name="crop")(inp)
+    x = layers.Activation("relu", name="fb1_relu")(layers.Conv2D(4, 3, padding="same", name="fb1_conv")(x))
+    x = layers.GlobalAveragePooling2D()(x)
+    head = layers.Dense(4, activation="softmax", name="emotion")
+    net = keras_mod.Model(inp, head(x), name="cropped")
+    # Every channel argues for every class, so no class's map is flat by chance of the init.
+    head.set_weights([np.linspace(0.5, 1.0, 16, dtype=np.float32).reshape(4, 4), np.zeros(4, np.float32)])
+    assert explain_maps._input_crop(net) == ((4, 4), (4, 4))
+    assert explain_maps._input_crop(toy_model(keras_mod)) == ((0, 0), (0, 0))
     rng = np.random.default_rng(3)
     faces = rng.uniform(0, 1, (2, 48, 48)).astype(np.float32)
     cam = ex.GradCamPlusPlus(net, ["fb1_relu"])
@@ -260,6 +354,7 @@ def test_cli_end_to_end(keras_mod, small_model, fer2013, tmp_path, capsys):
     out = tmp_path / "explain"
     argv = ["--model", str(small_model), "--data-dir", str(fer2013), "--out", str(out)]
     quick = ["--limit-per-class", "3", "--baseline-limit-per-class", "2", "--steps", "4", "--overlays", "3"]
+    quick += ["--bootstrap", "200"]
     rc = ex.main([*argv, *quick, "--seed", "1"])
     assert rc == 0
     table = (out / "table.md").read_text()
@@ -303,6 +398,19 @@ def test_cli_end_to_end(keras_mod, small_model, fer2013, tmp_path, capsys):
     assert (out / "curves.png").stat().st_size > 1000
     assert all((out / p).stat().st_size > 1000 for p in report["figures"])
     assert "Grad-CAM++ at FB3" in capsys.readouterr().out
+    # Intervals for every map and Grad-CAM++ minus each baseline, paired on the same 8 faces.
+    assert report["settings"]["bootstrap"]["resamples"] == 200
+    for res in comp["results"].values():
+        for key in ("IAUC", "DAUC", "AD", "IC", "ADA"):
+            lo, hi = res["all"]["ci95"][key]
+            assert lo <= res["all"][key] + 1e-9 and res["all"][key] <= hi + 1e-9
+    pairs = {f"gradcam++/{b} - {m}" for b in ("fb1", "fb2", "fb3") for m in ("random", "centre")}
+    assert set(comp["differences"]) == pairs
+    row = comp["differences"]["gradcam++/fb3 - centre"]["DAUC"]
+    fb3, centre = comp["results"]["gradcam++/fb3"]["all"], comp["results"]["centre"]["all"]
+    assert row["estimate"] == pytest.approx(fb3["DAUC"] - centre["DAUC"])
+    assert row["verdict"] in {"win", "tie", "loss"}
+    assert "95 % interval" in table and "Grad-CAM++ FB3 − centre" in table
 
 
 def test_a_mirrored_network_is_explained_through_its_trunk(keras_mod, fer2013, tmp_path):
