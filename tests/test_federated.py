@@ -153,7 +153,7 @@ def test_cli_federated_defaults_are_the_fedconfig_defaults() -> None:
     federated = pytest.importorskip("edgefer.train.federated")
     from edgefer.train.cli import parser
 
-    args = parser().parse_args(["--federated"])
+    args = parser().parse_args(["federated"])
     for f in fields(federated.FedConfig):
         if f.name != "threads":  # --threads 0 means one thread per simulated client
             assert getattr(args, f.name) == getattr(federated.FedConfig(), f.name), f.name
@@ -197,18 +197,21 @@ def test_central_dp_wraps_fedavg_with_flowers_noise_strategy() -> None:
     from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping
 
     cfg = federated.FedConfig(clients=3, dp="central", dp_noise=0.5, dp_clip=2.0)
-    outer, inner = federated._strategy(cfg, offset=4)
+    outer, inner = federated.make_strategy(cfg, offset=4)
     assert isinstance(outer, DifferentialPrivacyClientSideFixedClipping) and outer.strategy is inner
     assert (outer.noise_multiplier, outer.clipping_norm, outer.num_sampled_clients) == (0.5, 2.0, 3)
     assert inner.round_offset == 4 and inner.min_available_nodes == 3
-    plain, same = federated._strategy(federated.FedConfig(), offset=0)
+    plain, same = federated.make_strategy(federated.FedConfig(), offset=0)
     assert plain is same
 
 
 @pytest.mark.train
 @pytest.mark.slow
-def test_flower_rounds_produce_the_example_weighted_average_of_client_updates(fer2013: Path, tmp_path: Path) -> None:
-    """Two real Flower rounds with two clients; the global model must be their FedAvg."""
+def test_flower_rounds_produce_the_example_weighted_average_of_client_updates(
+    fer2013: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two real Flower rounds with two clients; the global model must be their FedAvg, and
+    the server side (this process) must finish and export without reading a training face."""
     federated = pytest.importorskip("edgefer.train.federated")
     import tensorflow as tf
 
@@ -233,7 +236,9 @@ def test_flower_rounds_produce_the_example_weighted_average_of_client_updates(fe
 
     lines: list[str] = []
     out = tmp_path / "run"
+    opened = _forbid_client_data_in_server(monkeypatch, federated, data / "train")
     report = federated.run(recipe, cfg, str(data), out, log=lines.append, strategy_hook=keep)
+    assert opened == [], f"the server opened client training data: {opened[:3]}"
     (s,) = strategies
 
     final = dict(np.load(out / "global.npz"))
@@ -272,3 +277,70 @@ def test_flower_rounds_produce_the_example_weighted_average_of_client_updates(fe
         assert Path(entry["path"]).stat().st_size > 10_000
         if "test" in entry:  # this run's data copy may hold no test split
             assert entry["test"]["argmax_agreement_with_keras"] > 0.9
+
+    # Batch-norm statistics came from the clients' statistics round, not from the server.
+    bn = saved["client_bn"]
+    assert bn["clients"] == 2 and bn["faces"] == sum(sizes)
+    assert saved["federated"]["server_data"].startswith("its own held-out faces")
+
+
+def _forbid_client_data_in_server(monkeypatch: pytest.MonkeyPatch, federated, train_dir: Path) -> list[str]:
+    """From the moment the server starts serving, any image read under ``train_dir`` in this
+    process (the server's; simulated clients run in Ray worker processes) raises and is
+    recorded. Returns the list of offending reads."""
+    import cv2
+
+    from edgefer import datasets
+
+    opened: list[str] = []
+    serving = {"on": False}
+    real_imread, real_csv, real_serve = cv2.imread, datasets._load_csv, federated.serve
+    roots = (str(train_dir.absolute()), str(train_dir.resolve()))
+
+    def under_train(path) -> bool:
+        p = Path(path)
+        return str(p.absolute()).startswith(roots) or str(p.resolve()).startswith(roots)
+
+    def imread(path, *args, **kwargs):
+        if serving["on"] and under_train(path):
+            opened.append(str(path))
+            raise PermissionError(f"server process read client training data: {path}")
+        return real_imread(path, *args, **kwargs)
+
+    def load_csv(path, *args, **kwargs):
+        if serving["on"]:
+            opened.append(str(path))
+            raise PermissionError(f"server process read a dataset file: {path}")
+        return real_csv(path, *args, **kwargs)
+
+    def serve(*args, **kwargs):
+        serving["on"] = True
+        try:
+            return real_serve(*args, **kwargs)
+        finally:
+            serving["on"] = False
+
+    monkeypatch.setattr(cv2, "imread", imread)
+    monkeypatch.setattr(datasets, "_load_csv", load_csv)
+    monkeypatch.setattr(federated, "serve", serve)
+    return opened
+
+
+def test_the_server_guard_catches_a_server_that_reads_training_faces(
+    few_faces: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard of the end-to-end test is not vacuous: a server that loads the training
+    split (as the server once did for batch-norm statistics) is stopped and named, while
+    reading PublicTest stays allowed."""
+    federated = pytest.importorskip("edgefer.train.federated")
+    from edgefer.datasets import load_fer2013
+
+    def pooling_server(data_dir: Path) -> int:
+        return len(load_fer2013(data_dir, "test")) + len(load_fer2013(data_dir, "train"))
+
+    monkeypatch.setattr(federated, "serve", pooling_server)
+    opened = _forbid_client_data_in_server(monkeypatch, federated, few_faces / "train")
+    assert len(load_fer2013(few_faces, "train")) > 0  # outside serving the harness may read
+    with pytest.raises(PermissionError, match="client training data"):
+        federated.serve(few_faces)
+    assert len(opened) == 1 and "train" in opened[0]
