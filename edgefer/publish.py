@@ -2,10 +2,13 @@
 
 Summaries never go to the broker directly: the service puts them in the store's outbox
 and :meth:`pump` sends the oldest ones, a few in flight at a time, deleting each only when
-the broker acknowledges it. Order is kept and nothing is lost within the outbox bound;
-paho re-sends in-flight messages itself after a reconnect, and a crash can leave the
-in-flight window (5 summaries) acknowledged but not yet deleted, so delivery is at least
-once: every summary carries a ``key`` for consumers to drop repeats.
+the broker acknowledges it (the bookkeeping: ``edgefer.acks``). Order is kept and nothing
+is lost within the outbox bound; paho re-sends in-flight messages itself after a
+reconnect, and a crash can leave the in-flight window (5 summaries) acknowledged but not
+yet deleted, so delivery is at least once: every summary carries a ``key`` for consumers
+to drop repeats. A second daemon with the same identity is told by the rules in
+``edgefer.conflicts``; the paho callbacks here only pass events to those two and show what
+they decide.
 """
 
 from __future__ import annotations
@@ -19,30 +22,24 @@ import sys
 import threading
 import time
 import uuid
-from collections import deque
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgefer.acks import Inflight
 from edgefer.config import MqttConfig
+from edgefer.conflicts import (  # noqa: F401 (the rules' constants, named where they are used)
+    ANNOUNCE_EVERY,
+    CONFIRM_AFTER,
+    FORGET_AFTER,
+    SIGHTINGS_MAX,
+    SessionGuard,
+    Verdict,
+)
 from edgefer.discovery import parse_ha_status, parse_instance, topics
 from edgefer.store import Store
 
 log = logging.getLogger(__name__)
 
-# MQTT v5 reason codes that mean a second client with our id took the session over.
-SESSION_TAKEN_OVER = 142
-#: A daemon announces its instance id (retained) on connect and again this often, so a second
-#: daemon with the same device id is seen again and again, live ...
-ANNOUNCE_EVERY = 10.0
-#: ... and another instance id becomes a conflict only when its sightings go on for at least
-#: CONFIRM_AFTER seconds, none more than FORGET_AFTER after the one before, as a second
-#: daemon's announcements do: a single message, which any client of the broker can publish,
-#: or a burst of them proves nothing, and neither does the id a subscription finds retained
-#: on the first connect (a daemon that was killed leaves its id behind).
-CONFIRM_AFTER = ANNOUNCE_EVERY / 2
-FORGET_AFTER = 3 * ANNOUNCE_EVERY
-#: foreign instance ids remembered at once (a flood of made-up ids must not grow memory)
-SIGHTINGS_MAX = 16
 AUTH_CODES = {
     134: "bad user name or password",
     135: "not authorized",
@@ -127,26 +124,18 @@ class MqttOutput:
         self.topics = topics(cfg.prefix, device)
         self.ha_status_topic = ha_status_topic
         self.inflight_max = inflight
+        self.inflight = Inflight(inflight)
         self._lock = threading.Lock()
-        self._acked: deque[int] = deque()
-        self._inflight: dict[int, tuple[str, float]] = {}
-        self._early: dict[int, float] = {}
-        self.ack_timeout = 60.0
         self._ha_online = False
         self.connected = False
         self.state = "connecting"
         self.error: str | None = None
         self.delivered = 0
-        self.connects = 0
-        self.takeovers = 0
-        self.conflicts = 0
         self.instance = instance or uuid.uuid4().hex[:12]
-        #: foreign instance id -> monotonic times of its first and latest sighting
-        self._sightings: dict[str, tuple[float, float]] = {}
+        self.guard = SessionGuard(cfg.client_id, self.instance, f"{cfg.host}:{cfg.port}")
         self._announced = 0.0
+        #: the clock instance-id sightings are timed on (replaceable, for the rules' tests)
         self._mono = time.monotonic
-        self._connected_at = 0.0
-        self._short_lived = 0
         self.instance_topic = self.topics["instance"]
         self.last_publish: float | None = None
         c = mqtt.Client(
@@ -169,7 +158,12 @@ class MqttOutput:
         self.client = c
         self._probing = False
         self._stopping = False
-        self._stopping = False
+
+    # the guard's counters, read (and in tests set) as the output's own
+    connects = property(lambda self: self.guard.connects, lambda self, n: setattr(self.guard, "connects", n))
+    takeovers = property(lambda self: self.guard.takeovers)
+    conflicts = property(lambda self: self.guard.conflicts)
+    _sightings = property(lambda self: self.guard.sightings)
 
     def _ssl_context(self) -> ssl.SSLContext:
         """One TLS context for paho and for the failure probe, so both judge alike."""
@@ -222,11 +216,9 @@ class MqttOutput:
             log.error("%s; retrying with backoff", self.error)
             return
         self.connected = True
-        self._connected_at = time.monotonic()
-        self.connects += 1
+        self.guard.connected(time.monotonic())
         self.state = "connected"
-        # a conflict stays visible: the other instance will be back
-        self.error = self.error if self.takeovers or self.conflicts else None
+        self.error = self.error if self.guard.in_conflict else None
         log.info("connected to %s:%d as %s", self.cfg.host, self.cfg.port, self.cfg.client_id)
         client.publish(self.topics["available"], "online", qos=1, retain=True)
         # Two daemons publishing as one device would mix their summaries silently. Each
@@ -243,69 +235,33 @@ class MqttOutput:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self.connected
         self.connected = False
-        code = getattr(reason_code, "value", None)
-        if code == SESSION_TAKEN_OVER:
-            self.takeovers += 1
-            self.state = "conflict"
-            self.error = (
-                f"another client with id {self.cfg.client_id!r} took over the session "
-                f"({self.takeovers} times): two daemons share one device_id or client_id"
-            )
-            log.error(self.error)
-        elif was and not self._stopping and time.monotonic() - self._connected_at < 5:
-            # dropped right after connecting, again and again: the broker is handing our
-            # client id to someone else (MQTT 3 brokers just close the socket)
-            self._short_lived += 1
-            if self._short_lived >= 3:
-                self.takeovers += 1
-                self.state = "conflict"
-                self.error = (
-                    f"the broker keeps dropping client id {self.cfg.client_id!r} right after connecting "
-                    f"({self._short_lived} times): another client probably uses the same client id"
-                )
-                log.error(self.error)
-        elif was and not self._stopping:
-            self._short_lived = 0
-            self.state = "disconnected"
-            self.error = f"lost connection to {self.cfg.host}:{self.cfg.port}: {reason_code}"
-            log.warning("%s; reconnecting", self.error)
+        verdict = self.guard.disconnected(
+            getattr(reason_code, "value", None),
+            str(reason_code),
+            was_connected=was,
+            stopping=self._stopping,
+            now=time.monotonic(),
+        )
+        self._show(verdict)
+
+    def _show(self, verdict: Verdict | None) -> None:
+        if verdict is not None:
+            self.state, self.error = verdict.state, verdict.error
+            log.log(verdict.level, verdict.note)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        with self._lock:
-            self._acked.append(mid)
+        self.inflight.acked(mid)
 
     def _on_message(self, client, userdata, msg) -> None:
         if msg.topic == self.instance_topic:
             other = parse_instance(msg.payload)
-            # A retained id found on a reconnect was written after our own earlier announcement:
-            # someone is announcing now. On the first connect it may be a dead daemon's.
-            if other and other != self.instance and (not msg.retain or self.connects >= 2):
-                self._sighted(other)
+            self._show(self.guard.announced(other, retained=bool(msg.retain), now=self._mono()))
             return
         if msg.topic != self.ha_status_topic:
             return
         if parse_ha_status(msg.payload) == "online":
             with self._lock:
                 self._ha_online = True
-
-    def _sighted(self, other: str) -> None:
-        """Another instance id: a conflict once its sightings have gone on for CONFIRM_AFTER
-        seconds without a gap longer than FORGET_AFTER, as a second daemon's do."""
-        now = self._mono()
-        first, last = self._sightings.pop(other, (now, now))
-        if now - last > FORGET_AFTER:
-            first = now
-        self._sightings[other] = (first, now)
-        while len(self._sightings) > SIGHTINGS_MAX:
-            del self._sightings[next(iter(self._sightings))]
-        if first == now:
-            log.info("instance id %s seen on this device's instance topic; a conflict if it keeps coming", other)
-        if now - first < CONFIRM_AFTER:
-            return
-        self.conflicts += 1
-        self.state = "conflict"
-        self.error = f"another edgefer instance ({other}) publishes as this device; give each daemon its own device_id"
-        log.error("%s (seen %d times)", self.error, self.conflicts)
 
     # -- main thread -------------------------------------------------------------------
 
@@ -321,47 +277,29 @@ class MqttOutput:
 
     def pump(self, store: Store) -> int:
         """Settle acknowledgements, then send the next queued summaries; returns how many went out."""
-        with self._lock:
-            acked = list(self._acked)
-            self._acked.clear()
-        # An ack can be handled before publish() has returned its mid to us; keep such
-        # early acks until the mid is known. (No lock may be held around publish():
-        # paho's network thread calls on_publish with its own lock held.)
         now = time.monotonic()
-        self._early.update(dict.fromkeys(acked, now))
-        for mid, seen in list(self._early.items()):
-            entry = self._inflight.pop(mid, None)
-            if entry is not None:
-                del self._early[mid]
-                store.delivered(entry[0])
-                self.delivered += 1
-                self.last_publish = time.time()
-            elif now - seen > 60:  # acks of stats and discovery, which are not tracked
-                del self._early[mid]
+        for key in self.inflight.settle(now):
+            store.delivered(key)
+            self.delivered += 1
+            self.last_publish = time.time()
         if self.connected:
-            # An ack that never came on a live connection (a broker restart between two
-            # reconnects can lose it): send that summary again rather than stall the queue.
-            for mid, (_, sent_at) in list(self._inflight.items()):
-                if now - sent_at > self.ack_timeout:
-                    del self._inflight[mid]
+            self.inflight.expire(now)
         if self.connected and now - self._announced >= ANNOUNCE_EVERY:
             self.client.publish(self.instance_topic, self.instance, qos=1, retain=True)
             self._announced = now
-        if not self.connected or len(self._inflight) >= self.inflight_max:
+        if not self.connected or self.inflight.full:
             return 0
-        busy = {key for key, _ in self._inflight.values()}
+        busy = self.inflight.busy()
         sent = 0
         for it in store.pending(self.inflight_max + len(busy)):
             if it.key in busy:
                 continue
-            if len(self._inflight) >= self.inflight_max:
+            if self.inflight.full:
                 break
             info = self.client.publish(it.topic, it.payload, qos=self.cfg.qos, retain=True)
             if info.rc != 0:
                 break
-            self._inflight[info.mid] = (it.key, now)
-            if self.cfg.qos == 0:
-                self._early[info.mid] = now
+            self.inflight.sent(info.mid, it.key, now, unacknowledged=self.cfg.qos == 0)
             sent += 1
         return sent
 
@@ -384,14 +322,13 @@ class MqttOutput:
             "session_takeovers": self.takeovers,
             "instance_conflicts": self.conflicts,
             "instance": self.instance,
-            "inflight": len(self._inflight),
+            "inflight": len(self.inflight),
             "delivered": self.delivered,
             "last_publish": self.last_publish,
         }
 
     def stop(self, timeout: float = 3.0) -> None:
         """Publish 'offline' (retained) and disconnect cleanly, waiting briefly for the ack."""
-        self._stopping = True
         self._stopping = True
         if self.connected:
             self.client.publish(self.instance_topic, "", qos=1, retain=True)
