@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.margins import validation_faces
 from edgefer.bench.clips import composite_frames
-from edgefer.config import parse
+from edgefer.config import Config, parse
 from edgefer.faces import build_face_stage
 from edgefer.framepath import FramePath, calibrate
 from edgefer.mood import share_intervals
@@ -40,12 +41,32 @@ from edgefer.service import build_classifier
 HOLD = 8
 
 
-def run_clip(images: np.ndarray, labels: np.ndarray, shots: int, seed: int) -> tuple[np.ndarray, ...]:
-    """Per classified face-frame: probabilities, track id, true label; and every frame's label."""
-    cfg = parse("")
+@dataclass
+class ClipRun:
+    """What the daemon's frame path made of one composited clip."""
+
+    probs: np.ndarray  # (faces, 4): every box on the face shown, as the daemon counts it
+    tracks: np.ndarray  # (faces,) the track each of those boxes belongs to
+    truth: np.ndarray  # (faces,) the label of the face shown
+    shown: np.ndarray  # (frames,) the label of the face each frame shows
+    found: np.ndarray  # (frames,) whether a box landed on it
+    false: np.ndarray  # (frames,) boxes beyond one on it, or on background
+
+    def found_per_class(self) -> np.ndarray:
+        k = self.probs.shape[1] if len(self.probs) else 4
+        return np.bincount(self.shown, weights=self.found, minlength=k) / np.maximum(
+            np.bincount(self.shown, minlength=k), 1
+        )
+
+
+def run_clip(images: np.ndarray, labels: np.ndarray, shots: int, seed: int, cfg: Config | None = None) -> ClipRun:
+    """Run the daemon's frame path (``cfg``, default its defaults) over a composited clip."""
+    cfg = cfg or parse("")
     path = FramePath(build_face_stage(cfg.faces), build_classifier(cfg))
     clip = composite_frames(images, labels, shots * HOLD, seed=seed, hold=HOLD)
     probs, tracks, truth = [], [], []
+    found = np.zeros(len(clip.frames), bool)
+    false = np.zeros(len(clip.frames), int)
     for i, frame in enumerate(clip.frames):
         r = path.process(frame)
         if r.probs is None:
@@ -53,11 +74,14 @@ def run_clip(images: np.ndarray, labels: np.ndarray, shots: int, seed: int) -> t
         x, y, w, h = clip.boxes[i, 0]
         for face, track, p in zip(r.faces, r.tracks, r.probs, strict=True):
             cx, cy = face.x + face.w / 2, face.y + face.h / 2
-            if x <= cx <= x + w and y <= cy <= y + h:  # the shown face, not a false box
+            on_face = x <= cx <= x + w and y <= cy <= y + h
+            if on_face:
                 probs.append(p)
                 tracks.append(track)
                 truth.append(int(clip.labels[i, 0]))
-    return np.array(probs), np.array(tracks), np.array(truth), clip.labels[:, 0]
+            false[i] += not on_face or found[i]  # background, or a second box on the same face
+            found[i] |= on_face
+    return ClipRun(np.array(probs), np.array(tracks), np.array(truth), clip.labels[:, 0], found, false)
 
 
 def fit_temperature(probs: np.ndarray, truth: np.ndarray) -> float:
@@ -103,12 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     order = np.random.default_rng(0).permutation(len(va))
     a, b = order[: len(order) // 2], order[len(order) // 2 :]
     print(f"validation faces: {len(va)}; fitting on {len(a)}, clips from {len(b)}", flush=True)
-    pa, _, ta, _ = run_clip(va.images[a], va.labels[a], min(len(a), 3 * args.shots), seed=100)
+    fit = run_clip(va.images[a], va.labels[a], min(len(a), 3 * args.shots), seed=100)
+    pa, ta = fit.probs, fit.truth
     t = fit_temperature(pa, ta)
     confusion = np.array([pa[ta == k].mean(axis=0) for k in range(pa.shape[1])])
     rows, cover = [], []
     for seed in args.seeds:
-        probs, tracks, truth_faces, shown = run_clip(va.images[b], va.labels[b], args.shots, seed)
+        run = run_clip(va.images[b], va.labels[b], args.shots, seed)
+        probs, tracks, truth_faces, shown = run.probs, run.tracks, run.truth, run.shown
         truth = np.bincount(shown, minlength=probs.shape[1]) / len(shown)
         l1 = {name: float(np.abs(v - truth).sum()) for name, v in estimates(probs, t, confusion).items()}
         # the published estimator at the daemon's temperature, over the whole clip
@@ -118,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             "shown": ((lo <= truth) & (truth <= hi)).tolist(),
             "found": ((lo <= found_mix) & (found_mix <= hi)).tolist(),
         })  # fmt: skip
-        found = np.bincount(truth_faces, minlength=4) / np.maximum(np.bincount(shown, minlength=4), 1)
+        found = run.found_per_class()
         interval = np.c_[lo, hi].round(4).tolist()
         rows.append({"seed": seed, "faces": len(probs), "tracks": len(np.unique(tracks)), "l1": l1,
                      "found_per_class": found.round(3).tolist(), "interval": interval})  # fmt: skip
