@@ -8,12 +8,13 @@ detection, classification and summaries working within a minute of installing.
 from __future__ import annotations
 
 import math
+import time
 from importlib import resources
 
 import cv2
 import numpy as np
 
-from edgefer.sources import SourceError
+from edgefer.sources.base import SourceError
 
 
 def astronaut_gray() -> np.ndarray:
@@ -48,8 +49,6 @@ class DemoSource:
         # The head and shoulders (the photo is 512x512, the face in its upper centre-left).
         self._portrait = img[0:300, 100:360]
         self._i = 0
-        import time
-
         self._next = time.monotonic()
 
     def frame(self, i: int) -> np.ndarray:
@@ -69,8 +68,6 @@ class DemoSource:
         return bg
 
     def read(self) -> np.ndarray | None:
-        import time
-
         self._next += 1.0 / self.fps
         wait = self._next - time.monotonic()
         if wait > 0:
