@@ -8,6 +8,7 @@ Flower's aggregation (or in how edgefer reports example counts) cannot pass unno
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, fields
 from itertools import pairwise
@@ -344,3 +345,77 @@ def test_the_server_guard_catches_a_server_that_reads_training_faces(
     with pytest.raises(PermissionError, match="client training data"):
         federated.serve(few_faces)
     assert len(opened) == 1 and "train" in opened[0]
+
+
+def test_pooled_batch_norm_statistics_equal_those_of_all_clients_faces_together() -> None:
+    """Pooling per-client means and variances must give the statistics of the union, with
+    the spread between client means counted (label-skewed clients differ in mean)."""
+    from edgefer.train.fed_records import pool_bn_statistics
+
+    rng = np.random.default_rng(0)
+    clients = [
+        rng.normal(loc, scale, size=(n, 5)) for loc, scale, n in ((0.0, 1.0, 40), (3.0, 0.5, 200), (-1.0, 2.0, 7))
+    ]
+    key = "block/bn/moving_"
+    parts = [(len(x), {key + "mean": x.mean(0), key + "variance": x.var(0)}) for x in clients]
+    pooled = pool_bn_statistics(parts)
+    union = np.concatenate(clients)
+    assert np.allclose(pooled[key + "mean"], union.mean(0), atol=1e-5)
+    assert np.allclose(pooled[key + "variance"], union.var(0), rtol=1e-5)
+    within_only = sum(n * s[key + "variance"] for n, s in parts) / len(union)
+    assert np.all(pooled[key + "variance"] > within_only + 0.5), "the spread of client means was left out"
+    with pytest.raises(ValueError, match="without its moving_variance"):
+        pool_bn_statistics([(3, {key + "mean": np.zeros(5)})])
+    with pytest.raises(ValueError, match="different statistics"):
+        pool_bn_statistics([parts[0], (5, {"other/moving_mean": np.zeros(5), "other/moving_variance": np.ones(5)})])
+    with pytest.raises(ValueError, match="no client statistics"):
+        pool_bn_statistics([])
+
+
+def test_exact_epsilon_respects_the_classical_gaussian_mechanism_bound() -> None:
+    """Dwork and Roth (2014), Theorem A.1: noise sigma = sqrt(2 ln(1.25 / delta)) / eps on a
+    sensitivity-1 query gives (eps, delta)-DP for eps < 1. The exact curve must find an epsilon
+    no larger, and not vacuously small either."""
+    from edgefer.train.fed_privacy import exact_epsilon, gaussian_delta
+
+    for eps in (0.2, 0.5, 0.9):
+        sigma = math.sqrt(2 * math.log(1.25 / 1e-5)) / eps
+        got = exact_epsilon(sigma, 1, 1e-5)
+        assert 0.5 * eps < got <= eps
+    # At epsilon 0, delta is the total-variation distance of N(0,1) and N(mu,1).
+    mu = 1.3
+    assert gaussian_delta(0.0, mu) == pytest.approx(math.erf(mu / (2 * math.sqrt(2))), rel=1e-9)
+    # T rounds at noise z compose to one round at z / sqrt(T).
+    assert exact_epsilon(2.0, 16) == pytest.approx(exact_epsilon(0.5, 1), rel=1e-6)
+    # More noise, fewer rounds: less privacy spent.
+    assert exact_epsilon(1.0, 6) < exact_epsilon(0.3, 6) and exact_epsilon(1.0, 3) < exact_epsilon(1.0, 6)
+
+
+def test_exact_epsilon_agrees_with_google_dp_accounting_and_flowers_rdp_bound() -> None:
+    """The privacy-loss-distribution accountant of Google's dp-accounting is tight for the
+    Gaussian mechanism; Flower's RDP accountant (dp-accounting underneath) only bounds it."""
+    pytest.importorskip("dp_accounting")
+    from dp_accounting import dp_event
+    from dp_accounting.pld import pld_privacy_accountant
+
+    from edgefer.train.fed_privacy import exact_epsilon, rdp_epsilon
+
+    for z, rounds in ((1.0, 6), (0.3, 6), (3.0, 20)):
+        pld = pld_privacy_accountant.PLDAccountant()
+        pld.compose(dp_event.GaussianDpEvent(z), rounds)
+        exact = exact_epsilon(z, rounds, 1e-5)
+        assert exact == pytest.approx(pld.get_epsilon(1e-5), rel=1e-4)
+        assert exact < rdp_epsilon(z, rounds, clients=3, delta=1e-5) < 1.2 * exact
+
+
+def test_dp_report_states_epsilon_and_delta() -> None:
+    from edgefer.train.fed_config import DP_DELTA, FedConfig
+    from edgefer.train.fed_privacy import dp_report, exact_epsilon
+
+    cfg = FedConfig(clients=3, dp="central", dp_noise=1.0, dp_clip=4.0)
+    report = dp_report(cfg, rounds=6)
+    assert report["delta"] == DP_DELTA == 1e-5
+    assert report["epsilon"] == pytest.approx(exact_epsilon(1.0, 6, 1e-5))
+    assert (report["noise_multiplier"], report["clip"], report["rounds"]) == (1.0, 4.0, 6)
+    with pytest.raises(ValueError, match="positive --dp-noise"):
+        FedConfig(dp="central", dp_noise=0.0)
