@@ -19,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import Broker, fer_root
-from tests.daemon_helpers import Daemon, config_text, make_clip
+from benchmarks.harness import Broker, Daemon, config_text, fer_root, make_clip
 
 CONFIGS = {
     "haar, detect every frame, full-res detection, classify every frame": {

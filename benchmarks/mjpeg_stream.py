@@ -2,7 +2,7 @@
 
 Network cameras and ``ffmpeg ... -f mpjpeg`` pipes send ``multipart/x-mixed-replace``
 JPEG frames. Both stand-ins here send the frames of a folder (real FER2013 faces composited
-into 640x480 frames by :func:`tests.daemon_helpers.make_clip`) at a steady rate, and
+into 640x480 frames by :func:`benchmarks.harness.make_clip`) at a steady rate, and
 :meth:`pause` makes them stop sending while keeping every connection open: the fault a
 reader blocked inside ``cv2.VideoCapture.read()`` meets on real hardware.
 """

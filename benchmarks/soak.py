@@ -5,7 +5,8 @@ checks that every summary it produced reached a subscriber. Writes a JSON and a 
 
     python -m benchmarks.soak --minutes 30 --flap-every 180 --out benchmarks/results/soak
 
-The test suite runs a one-minute version (tests/test_soak.py).
+The test suite checks the same things over one outage (tests/test_daemon.py, the broker
+outage test, with the same /proc sampling); this runs them for as long as asked.
 """
 
 from __future__ import annotations
@@ -19,18 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import Broker, Collector, fer_root
-from tests.daemon_helpers import Daemon, config_text, make_clip, mood_payloads, produced_keys
-
-
-def proc_sample(pid: int) -> dict:
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    return {
-        "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
-        "threads": int(fields["Threads"]),
-        "fds": len(list(Path(f"/proc/{pid}/fd").iterdir())),
-    }
+from benchmarks.harness import (
+    Broker,
+    Collector,
+    Daemon,
+    config_text,
+    fer_root,
+    make_clip,
+    mood_payloads,
+    proc_sample,
+    produced_keys,
+    wait_until,
+)
 
 
 def soak(workdir: Path, seconds: float, flap_every: float, down_for: float, log=print) -> dict:
@@ -68,18 +69,18 @@ def soak(workdir: Path, seconds: float, flap_every: float, down_for: float, log=
                 f"frames {s['frames']}, queue {s['queue']}")  # fmt: skip
             time.sleep(min(10.0, max(0.5, seconds / 60)))
         # let the outbox drain after the last flap, then stop
-        deadline = time.monotonic() + 60
-        while d.status(state).get("queue_depth", 1) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        time.sleep(1)
+        wait_until(lambda: d.status(state).get("queue_depth", 1) == 0, 60, 0.5)
     finally:
         code = d.stop()
-        time.sleep(0.5)
-        for s in subs:
-            s.stop()
-        broker.stop()
+        try:
+            # every summary the daemon produced reaches a subscriber, or 10 s pass
+            produced = produced_keys(state)
+            wait_until(lambda: set(produced) <= {p["key"] for s in subs for p in mood_payloads(s.messages)}, 10)
+        finally:
+            for s in subs:
+                s.stop()
+            broker.stop()
     keys = [p["key"] for s in subs for p in mood_payloads(s.messages)]
-    produced = produced_keys(state)
     t = np.array([s["t"] for s in samples])
     rss = np.array([s["rss_mb"] for s in samples])
     warm = t > min(60.0, seconds / 4)  # ignore start-up growth (imports, allocator warm-up)

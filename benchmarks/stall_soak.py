@@ -24,9 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import fer_root
-from tests.daemon_helpers import Daemon, config_text, make_clip
-from tests.mjpeg_stream import MjpegFifoWriter, MjpegHttpServer, jpeg_frames
+from benchmarks.harness import Daemon, config_text, fer_root, make_clip
+from benchmarks.mjpeg_stream import MjpegFifoWriter, MjpegHttpServer, jpeg_frames
 
 
 def daemon_config(state: Path, device: str, stall: float) -> str:

@@ -1,23 +1,33 @@
-"""Shared fixtures: the real FER2013 copy beside the project, and the shipped models."""
+"""Shared fixtures (the real FER2013 copy beside the project, the shipped models, a real
+mosquitto) and the suite's split by speed.
+
+Every test belongs to one group, a marker, so a developer can run the fast part alone:
+
+- ``unit``: pure code and small files, seconds each;
+- ``daemon``: starts real daemons, brokers or whole benchmark runs, end to end;
+- ``deploy``: installs the product as users do (a wheel, the installer on a clean Debian);
+- ``train``: TensorFlow training and export.
+
+A test file names its group with a module-level ``pytestmark``, or is listed in ``GROUPS``
+below (or the test in ``TESTS``); any other test is a unit test, except one that asks for the ``broker`` fixture,
+which is a daemon test wherever it lives.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from benchmarks.harness import Broker, Collector, fer_root, free_port, mosquitto_binary
+
+__all__ = ["REPO", "Broker", "Collector", "fer_root", "free_port", "mosquitto_binary"]
 
 REPO = Path(__file__).resolve().parents[1]
 #: the shipped .tflite files and labels.txt (package data)
 MODELS = REPO / "edgefer" / "models"
 #: the Keras networks behind them, which only training needs
 KERAS = REPO / "models"
-
-
-def fer_root() -> Path:
-    """FER2013 beside the checkout (``../shared/datasets/fer2013``) or ``$EDGEFER_FER2013``."""
-    env = os.environ.get("EDGEFER_FER2013")
-    return Path(env) if env else REPO.parent / "shared" / "datasets" / "fer2013"
 
 
 @pytest.fixture(scope="session")
@@ -41,63 +51,6 @@ def few_faces(fer2013: Path, tmp_path: Path) -> Path:
     return few
 
 
-# -- a real mosquitto broker on a free port ------------------------------------------------
-
-import getpass  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def mosquitto_binary() -> str:
-    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if path is None:
-        pytest.fail("mosquitto is not installed (apt-get install mosquitto); .ci/run installs it")
-    return path
-
-
-class Broker:
-    """A mosquitto process the test can stop and start again on the same port."""
-
-    def __init__(self, workdir: Path, extra: str = "", port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.workdir = workdir
-        self.conf = workdir / f"mosquitto-{self.port}.conf"
-        # as root, mosquitto would switch to its own user, who cannot read the test's files
-        user = f"user {getpass.getuser()}\n"
-        self.conf.write_text(f"{user}listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}")
-        self.proc: subprocess.Popen | None = None
-        self.log = workdir / f"mosquitto-{self.port}.log"
-
-    def start(self) -> Broker:
-        self.proc = subprocess.Popen(
-            [mosquitto_binary(), "-c", str(self.conf)], stdout=self.log.open("ab"), stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.log.read_text()}") from None
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start listening")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
-
-
 @pytest.fixture
 def broker(tmp_path: Path):
     b = Broker(tmp_path).start()
@@ -105,33 +58,50 @@ def broker(tmp_path: Path):
     b.stop()
 
 
-class Collector:
-    """A paho subscriber that records every message (topic, payload, retain) in order."""
+#: the group of each test file that is not a unit test and does not mark itself
+GROUPS = {
+    "daemon": {
+        "test_bench_faces.py",
+        "test_camera_faults.py",
+        "test_daemon.py",
+        "test_faults.py",
+        "test_instances.py",
+        "test_operations.py",
+        "test_pi_faults.py",
+        "test_recordings.py",
+    },
+    "deploy": {"test_clean_os.py", "test_deploy.py", "test_wheel.py"},
+    "train": {"test_explain.py", "test_quant.py", "test_train.py"},
+}
+#: single tests slower than the rest of their file, by ``file::name`` (a renamed test drops to
+#: ``unit``: keep these names current)
+TESTS = {
+    # exports a small Keras network with TensorFlow
+    "test_classifier.py::test_a_mirror_invariant_model_is_not_mirrored_twice": "train",
+    # a whole candidate-rule benchmark run on 1,200 validation faces
+    "test_margins.py::test_a_candidate_rule_is_settled_on_validation_faces_as_the_daemon_runs_each_file": "daemon",
+}
+KINDS = ("unit", "daemon", "deploy", "train")
 
-    def __init__(self, port: int, topic: str = "#") -> None:
-        import paho.mqtt.client as mqtt
 
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.client = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{port}-{id(self)}"
-        )
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload, bool(m.retain)))
-        self.client.reconnect_delay_set(0.2, 1)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
+def group_of(item: pytest.Item) -> str:
+    """The one group a test belongs to (see the module docstring)."""
+    own = [k for k in KINDS if item.get_closest_marker(k)]
+    if own:
+        return own[0]
+    name = item.path.name
+    test = f"{name}::{getattr(item, 'originalname', item.name)}"
+    if test in TESTS:
+        return TESTS[test]
+    for kind, files in GROUPS.items():
+        if name in files:
+            return kind
+    return "daemon" if "broker" in getattr(item, "fixturenames", ()) else "unit"
 
-    def wait_for(self, pred, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred(self.messages):
-                return True
-            time.sleep(0.1)
-        return False
 
-    def on(self, suffix: str) -> list[bytes]:
-        return [p for t, p, _ in self.messages if t.endswith(suffix)]
-
-    def stop(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by these markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        kind = group_of(item)
+        if not item.get_closest_marker(kind):
+            item.add_marker(kind)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.mjpeg_stream import MjpegHttpServer, jpeg_frames
 from benchmarks.stall_soak import stall_soak
 from tests.daemon_helpers import Daemon, config_text, make_clip
-from tests.mjpeg_stream import MjpegHttpServer, jpeg_frames
 
 pytestmark = pytest.mark.slow
 

@@ -352,7 +352,7 @@ def test_a_wedged_picamera2_is_reported_and_never_opened_twice(fake, monkeypatch
 def test_auto_falls_back_to_opencv_when_picamera2_cannot_configure(
     fake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.mjpeg_stream import MjpegHttpServer, jpeg_frames
+    from benchmarks.mjpeg_stream import MjpegHttpServer, jpeg_frames
 
     mod, control = fake
     control.write_text("usb")  # libcamera lists the USB webcam; its single stream has no lores
