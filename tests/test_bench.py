@@ -23,6 +23,7 @@ from edgefer.bench.cli import main
 from edgefer.bench.clips import composite_clip, composite_frames
 from edgefer.bench.host import INT8_FEATURES, cpu_label, int8_features
 from edgefer.bench.report import render
+from edgefer.bench.stats import latency_stats
 from edgefer.classifier import Classifier, read_labels
 from edgefer.cli import bench_main
 from edgefer.datasets import FER2013_CLASSES, load_fer2013
@@ -54,6 +55,23 @@ def dataset_run(fer2013: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return json.loads((out / "result.json").read_text()), buf.getvalue(), out
 
 
+def test_latency_stats_are_the_sample_statistics() -> None:
+    """The summary every mode reports, on timings whose figures are known by hand: the sample
+    standard deviation (n - 1), the median between the two middle values, the 95th percentile
+    interpolated as numpy does."""
+    lat = latency_stats([4.0, 1.0, 3.0, 2.0])
+    assert lat == {
+        "n": 4,
+        "mean": 2.5,
+        "std": pytest.approx(math.sqrt(5 / 3)),
+        "median": 2.5,
+        "p95": pytest.approx(3.85),
+        "min": 1.0,
+        "max": 4.0,
+    }
+    assert latency_stats([7.0])["std"] == 0.0 and latency_stats([]) == {"n": 0}
+
+
 def test_dataset_json_has_every_figure(dataset_run: tuple[dict, str, Path]) -> None:
     result, _, out = dataset_run
     assert result["mode"] == "dataset"
@@ -65,7 +83,11 @@ def test_dataset_json_has_every_figure(dataset_run: tuple[dict, str, Path]) -> N
         lat = m["latency_ms"]
         assert lat["n"] == 100
         assert 0 < lat["min"] <= lat["median"] <= lat["p95"] <= lat["max"]
-        assert lat["std"] >= 0
+        # a sample standard deviation of real timings: above zero (100 timings are never all
+        # equal) and at most half the range times sqrt(n / (n - 1)) (Popoviciu's bound); a
+        # variance, a population std mislabelled or a std in seconds falls outside
+        half_range = (lat["max"] - lat["min"]) / 2
+        assert 0 < lat["std"] <= half_range * math.sqrt(lat["n"] / (lat["n"] - 1)), lat
         assert m["fps"] == pytest.approx(1000 / lat["mean"])
         assert m["cpu_percent_one_core"]["n"] == 4  # one value per round of 25 images
         assert m["cpu_percent_one_core"]["mean"] > 0

@@ -7,8 +7,9 @@ through what a user sees: MQTT messages, the status file, its exit code and logs
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -26,11 +27,12 @@ from tests.daemon_helpers import (
     looping_config,
     make_clip,
     mood_payloads,
+    proc_sample,
     produced_keys,
     write_video,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.daemon
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,21 @@ def test_sigterm_publishes_offline_and_flushes(broker: Broker, clip, tmp_path: P
     assert json.loads((state / "status.json").read_text())["state"] == "stopped"
 
 
-def test_broker_outage_delivers_everything_in_order(clip, tmp_path: Path) -> None:
+def open_files(pid: int, frames: Path) -> list[str]:
+    """What a process holds open, from /proc: sockets and pipes by kind (a reconnection gets
+    a new socket number), files by path, without those held for an instant only: the clip's
+    frames (the folder source reading one) and a status file being replaced (``.*.tmp``)."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    targets = [os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir)]
+    held = [t for t in targets if not t.startswith(str(frames)) and not t.endswith(".tmp")]
+    return sorted(re.sub(r":\[\d+\]$", "", t) for t in held)
+
+
+def test_broker_outage_delivers_everything_in_order_and_leaks_nothing(clip, tmp_path: Path) -> None:
+    """A broker that goes away and comes back: every summary produced meanwhile reaches a
+    subscriber afterwards, in production order, at most one twice; and afterwards the daemon
+    holds the same open files, sockets and threads as before (what benchmarks/soak.py watches
+    over hours: a socket or network thread kept per reconnection shows here already)."""
     frames, _ = clip
     broker = Broker(tmp_path).start()
     state = tmp_path / "state"
@@ -85,19 +101,24 @@ def test_broker_outage_delivers_everything_in_order(clip, tmp_path: Path) -> Non
     d = Daemon(tmp_path, cfg).start()
     try:
         assert sub.wait_for(lambda m: len(mood_payloads(m)) >= 2, 40), d.logs()
+        assert d.proc is not None
+        before = open_files(d.proc.pid, frames), proc_sample(d.proc.pid)["threads"]
         broker.stop()
         sub.stop()
         d.wait_status(state, lambda s: s["output"]["connected"] is False and s["queue_depth"] >= 3, 40)
         broker.start()
         sub2 = Collector(broker.port)
         d.wait_status(state, lambda s: s["output"]["connected"] and s["queue_depth"] == 0, 60)
-        time.sleep(1)
+        after = open_files(d.proc.pid, frames), proc_sample(d.proc.pid)["threads"]
+        # the backlog is acknowledged by the broker; wait until the subscriber has it too
+        produced = produced_keys(state)
+        sub2.wait_for(lambda m: set(produced) <= {p["key"] for p in mood_payloads(sub.messages + m)}, 10)
     finally:
         d.stop()
         broker.stop()
+    assert after == before, (before, after)
     got = mood_payloads(sub.messages) + mood_payloads(sub2.messages)
     keys = [p["key"] for p in got]
-    produced = produced_keys(state)
     assert set(produced) <= set(keys), f"lost: {set(produced) - set(keys)}"
     dupes = [k for k, n in Counter(keys).items() if n > 1]
     assert len(dupes) <= 1, dupes  # at most the one in flight when the broker died
@@ -164,6 +185,9 @@ def test_video_source_removed_and_restored(broker: Broker, clip, tmp_path: Path)
 
 
 def test_sighup_reload_good_bad_and_corrupt_model(broker: Broker, clip, tmp_path: Path) -> None:
+    """SIGHUP applies a good config, refuses a misspelt key naming file and key, and refuses a
+    truncated model naming the file while the old model keeps classifying; that model mirrors
+    only the faces it is unsure of (more than one inference per face, fewer than two)."""
     frames, _ = clip
     state = tmp_path / "state"
     base = {"source.loop": "true", "source.pace": "true"}
@@ -182,15 +206,14 @@ def test_sighup_reload_good_bad_and_corrupt_model(broker: Broker, clip, tmp_path
         d.config.write_text(
             config_text(broker.port, state, str(frames), **base, **{"classifier.model": f'"{bad_model}"'})
         )
-        time.sleep(2.5)
         d.signal(signal.SIGHUP)
         st = d.wait_status(state, lambda s: str(bad_model) in str((s.get("last_reload") or {}).get("error")))
         frames_then = st["frames"]
-        d.wait_status(state, lambda s: s["frames"] > frames_then + 10)  # still running the old model
+        st = d.wait_status(state, lambda s: s["frames"] > frames_then + 10)  # still running the old model
         assert st["model"] == DEFAULT_MODEL
-        # flip averaging is on by default, for the faces the model is unsure of: between one
-        # and two inferences per face
-        assert st["classified"] > 0 and 1 <= st["inferences_per_face"] <= 2
+        # flip averaging is on by default for the faces the model is unsure of only: some faces
+        # are mirrored (more than one inference per face) but not all (fewer than two)
+        assert st["classified"] > 0 and 1 < st["inferences_per_face"] < 2, st
     finally:
         assert d.stop() == 0
     assert "reload refused" in d.logs()

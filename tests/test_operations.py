@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from edgefer import LABELS
 from tests.conftest import Broker, Collector
 from tests.daemon_helpers import Daemon, config_text, looping_config, make_clip, mood_payloads
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.daemon
 
 MOOD_KEYS = {
     "schema", "device", "window", "window_seconds", "start", "end", "key", "seq", "timeline", "recording_start",
@@ -62,7 +63,7 @@ def test_privacy_only_small_aggregate_json_leaves_and_nothing_is_written(broker:
     d.start()
     assert sub.wait_for(lambda m: len(mood_payloads(m)) >= 4 and any(t.endswith("/stats") for t, _, _ in m), 40)
     assert d.stop() == 0
-    time.sleep(0.5)
+    assert sub.wait_for(lambda m: sub.on("/available")[-1:] == [b"offline"], 10)
     sub.stop()
     for topic, payload, _ in sub.messages:
         assert len(payload) < 4096, topic
@@ -90,6 +91,9 @@ def test_privacy_only_small_aggregate_json_leaves_and_nothing_is_written(broker:
 
 
 def test_systemd_notifications(broker: Broker, clip, tmp_path: Path) -> None:
+    """What systemd hears, in order: READY, watchdog pings at half the watchdog period, a
+    STATUS with the frame rate; on SIGHUP, RELOADING with the monotonic time and READY again
+    once the reload is done; on SIGTERM, STOPPING and a clean exit."""
     frames, _ = clip
     state = tmp_path / "state"
     sock_path = tmp_path / "notify.sock"
@@ -100,16 +104,25 @@ def test_systemd_notifications(broker: Broker, clip, tmp_path: Path) -> None:
     d = Daemon(tmp_path, cfg, env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "2000000"}).start()
     got: list[str] = []
 
-    def drain(until: float) -> None:
-        while time.monotonic() < until:
+    def drain_until(done: Callable[[], bool], timeout: float) -> bool:
+        """Collect notifications until ``done()`` or ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() >= deadline or d.proc.poll() is not None:
+                return done()
             with contextlib.suppress(TimeoutError):
                 got.extend(sock.recv(4096).decode().splitlines())
+        return True
 
-    drain(time.monotonic() + 8)
+    def ready_after_reload() -> bool:
+        return "RELOADING=1" in got and "READY=1" in got[got.index("RELOADING=1") :]
+
+    running = drain_until(lambda: got.count("WATCHDOG=1") >= 3 and any("fps" in line for line in got), 30)
+    assert running, got
     d.signal(signal.SIGHUP)
-    drain(time.monotonic() + 3)
+    assert drain_until(ready_after_reload, 20), got
     d.signal(signal.SIGTERM)
-    drain(time.monotonic() + 4)
+    assert drain_until(lambda: "STOPPING=1" in got, 20), got
     assert d.wait(20) == 0
     sock.close()
     assert "READY=1" in got
@@ -121,20 +134,28 @@ def test_systemd_notifications(broker: Broker, clip, tmp_path: Path) -> None:
     assert "STOPPING=1" in got
 
 
-def ha_configs(port: int, wait: float = 3.0) -> dict[str, bytes]:
+def ha_configs(port: int) -> dict[str, bytes]:
+    """The discovery configs retained on the broker now: a new subscriber is sent every
+    retained message before the marker it publishes itself comes back."""
     c = Collector(port, "homeassistant/#")
-    time.sleep(wait)
-    c.stop()
+    try:
+        c.sync("homeassistant/edgefer-test/sync")
+    finally:
+        c.stop()
     return {t: p for t, p, _ in c.messages}
 
 
 def test_home_assistant_discovery_appears_then_is_removed(broker: Broker, clip, tmp_path: Path) -> None:
+    """The daemon retains five sensor configs, sends them again when Home Assistant says it
+    restarted, shrugs off junk on that topic, and clears them (nothing retained) when a
+    reload turns discovery off."""
     frames, _ = clip
     state = tmp_path / "state"
     base = {"source.loop": "true", "source.pace": "true"}
     d = Daemon(tmp_path, config_text(broker.port, state, str(frames), **base)).start()
     d.wait_status(state, lambda s: s["output"]["connected"])
-    time.sleep(1)
+    watcher = Collector(broker.port, "homeassistant/sensor/#")
+    assert watcher.wait_for(lambda m: len({t for t, p, _ in m if p}) >= 5, 15), watcher.messages
     configs = ha_configs(broker.port)
     assert len(configs) == 5
     ratio = json.loads(configs["homeassistant/sensor/edgefer_testcam/positivity_ratio/config"])
@@ -142,22 +163,23 @@ def test_home_assistant_discovery_appears_then_is_removed(broker: Broker, clip, 
     assert ratio["availability_topic"] == "edgefer/testcam/available"
     assert ratio["device"]["identifiers"] == ["edgefer_testcam"]
     # Home Assistant restarts: discovery is sent again.
-    watcher = Collector(broker.port, "homeassistant/sensor/#")
-    time.sleep(1)
+    watcher.sync("homeassistant/sensor/edgefer-test-sync")  # all sent so far has arrived
     before = len(watcher.messages)
     pub = Collector(broker.port, "nothing/here")
     pub.client.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)
     assert watcher.wait_for(lambda m: len(m) >= before + 5, 10)
     for junk in (b"\xff\xfe", b"online" * 100, b"", b"{}"):
         pub.client.publish("homeassistant/status", junk, qos=1).wait_for_publish(5)
-    watcher.stop()
     pub.stop()
     d.wait_status(state, lambda s: s["frames"] > 20)  # junk on the status topic did not hurt
-    # Discovery turned off: the retained configs are cleared.
+    # Discovery turned off: the retained configs are cleared (an empty retained message each).
+    watcher.sync("homeassistant/sensor/edgefer-test-sync")
+    before = len(watcher.messages)
     d.config.write_text(config_text(broker.port, state, str(frames), **base, **{"homeassistant.enabled": "false"}))
     d.signal(signal.SIGHUP)
     d.wait_status(state, lambda s: (s.get("last_reload") or {}).get("ok") and s["output"]["connected"])
-    time.sleep(1.5)
+    assert watcher.wait_for(lambda m: len({t for t, p, _ in m[before:] if p == b""}) >= 5, 15), watcher.messages
+    watcher.stop()
     assert ha_configs(broker.port) == {}
     assert d.stop() == 0
 
