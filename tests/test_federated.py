@@ -419,3 +419,26 @@ def test_dp_report_states_epsilon_and_delta() -> None:
     assert (report["noise_multiplier"], report["clip"], report["rounds"]) == (1.0, 4.0, 6)
     with pytest.raises(ValueError, match="positive --dp-noise"):
         FedConfig(dp="central", dp_noise=0.0)
+
+
+def test_the_rehearsal_server_folder_holds_exactly_the_faces_no_client_trains_on(
+    few_faces: Path, tmp_path: Path
+) -> None:
+    federated = pytest.importorskip("edgefer.train.federated")
+    from edgefer.datasets import load_fer2013, stratified_split
+    from edgefer.train.trainer import Recipe
+
+    recipe = Recipe(val_fraction=0.25)
+    n = federated.write_server_set(few_faces, tmp_path / "server", recipe)
+    server = load_fer2013(tmp_path / "server", "train")
+    full = load_fer2013(few_faces, "train")
+    keep, held = stratified_split(full.labels, recipe.val_fraction, recipe.seed)
+    assert n == len(held) == len(server) > 0
+    # Same faces, pixel for pixel (PNG is lossless), and none of the clients'.
+    server_faces = {img.tobytes() for img in server.images}
+    assert server_faces == {full.images[i].tobytes() for i in held}
+    node = {"partition-id": 0, "num-partitions": 1, "data-dir": str(few_faces)}
+    client = federated.local_shard(node, recipe, "iid", 0.5)
+    assert len(client) == len(keep)
+    assert not server_faces & {img.tobytes() for img in client.images}
+    assert len(load_fer2013(tmp_path / "server", "test")) == len(load_fer2013(few_faces, "test"))

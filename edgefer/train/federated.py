@@ -71,6 +71,7 @@ __all__ = [
     "set_arrays",
     "to_numpy",
     "write_app",
+    "write_server_set",
 ]
 
 server_app = ServerApp()
@@ -226,3 +227,52 @@ def write_app(
     path.mkdir(parents=True, exist_ok=True)
     (path / "pyproject.toml").write_text(tomli_w.dumps(doc))
     return path / "pyproject.toml"
+
+
+def write_server_set(data_dir: str | Path, dest: str | Path, recipe: Recipe | None = None) -> int:
+    """Write the server's own folder for a FER2013 rehearsal of a deployment.
+
+    ``dest/train/<emotion>/`` receives exactly the hold-out that simulated clients and
+    SuperNodes started with ``partition-id``/``num-partitions`` leave out (the same
+    stratified split of ``recipe``), as PNG files; ``dest/test`` links to FER2013's test
+    split. The server of the rehearsal is then given ``dest`` and nothing else, so it holds
+    no face any device trains on. Returns the number of faces written.
+    """
+    import cv2
+
+    from edgefer.datasets import find_root
+
+    recipe = recipe or Recipe()
+    root = find_root(data_dir)
+    full = load_fer2013(root, "train", limit_per_class=recipe.limit_per_class)
+    _, held = stratified_split(full.labels, recipe.val_fraction, recipe.seed)
+    out = Path(dest)
+    for i in held:
+        folder = out / "train" / LABELS[int(full.labels[i])]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{i:06d}.png"
+        if not cv2.imwrite(str(path), full.images[i]):
+            raise OSError(f"{path}: could not write the image")
+    if (root / "test").is_dir() and not (out / "test").exists():
+        (out / "test").symlink_to((root / "test").resolve(), target_is_directory=True)
+    return len(held)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edgefer.train.federated server-set --data-dir FER2013 --out DIR``."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m edgefer.train.federated")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("server-set", help="write the server's own hold-out folder for a FER2013 rehearsal")
+    s.add_argument("--data-dir", required=True, help="FER2013 folder (train/ and test/)")
+    s.add_argument("--out", required=True, help="the server's folder to create")
+    s.add_argument("--limit-per-class", type=int, default=None, help="as given to the clients' recipe")
+    args = p.parse_args(argv)
+    n = write_server_set(args.data_dir, args.out, Recipe(limit_per_class=args.limit_per_class))
+    print(f"wrote {n} held-out faces to {Path(args.out) / 'train'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
