@@ -77,6 +77,7 @@ FED = {
              "help": "central: clients clip their update, the server adds Gaussian noise"},
     "--dp-noise": {"type": float, "default": 0.1, "help": "DP noise multiplier (default %(default)s)"},
     "--dp-clip": {"type": float, "default": 5.0, "help": "DP L2 bound of a client update (default %(default)s)"},
+    "--keep-last": {"action": "store_true", "help": "ship the last round, not the best on validation"},
     "--flower-app": {"metavar": "DIR", "help": "write a Flower App for a SuperLink deployment and exit"},
 }  # fmt: skip
 PAIRED = {
@@ -216,7 +217,7 @@ def _federated(args: argparse.Namespace) -> None:
         raise TrainError("--val-fraction 0: a federation picks its round on validation; keep a validation part")
     if recipe.transfer_faces:
         raise TrainError("--transfer-faces: federated clients train on their own labelled faces only")
-    names = ("clients", "rounds", "local_epochs", "partition", "alpha", "dp", "dp_noise", "dp_clip")
+    names = ("clients", "rounds", "local_epochs", "partition", "alpha", "dp", "dp_noise", "dp_clip", "keep_last")
     cfg = federated.FedConfig(**{n: getattr(args, n) for n in names}, threads=args.threads or 1)
     out = args.out or f"runs/{recipe.arch}-federated"
     if args.flower_app:

@@ -31,6 +31,11 @@ class FedConfig:
     dp: str = "none"
     dp_noise: float = 0.1
     dp_clip: float = 5.0
+    #: Ship the last round instead of the best on validation. On a small budget the
+    #: averaged moving batch-norm statistics lag far behind the weights, so per-round
+    #: validation is near chance and "best" picks a round at random; the last round, with
+    #: the clients' statistics, is then the model to compare.
+    keep_last: bool = False
     threads: int = 1
 
     def __post_init__(self) -> None:

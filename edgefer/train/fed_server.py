@@ -205,7 +205,8 @@ def _evaluator(model, inner: RecordingFedAvg, cfg: FedConfig, state: dict, serve
         state["history"].append(row)
         state["round"] = rnd
         fed_report.save_npz(out / "global.npz", to_numpy(arrays))
-        if row["val_accuracy"] >= state["best_val"]:  # on a tie the later, longer-trained model wins
+        # On a tie the later, longer-trained model wins; keep_last always takes the latest.
+        if row["val_accuracy"] >= state["best_val"] or (cfg.keep_last and server_round):
             state["best_val"], state["best_round"] = row["val_accuracy"], rnd
             fed_report.save_npz(out / "best.npz", to_numpy(arrays))
         fed_report.write_json(out / "state.json", state)

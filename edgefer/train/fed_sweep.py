@@ -39,7 +39,9 @@ def plan() -> list[tuple[str, FedConfig | None]]:
     short still holds a complete small comparison.
     """
     fed = {
-        f"fed{n}-{p}": FedConfig(clients=n, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, partition=p, alpha=ALPHA)
+        f"fed{n}-{p}": FedConfig(
+            clients=n, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, partition=p, alpha=ALPHA, keep_last=True
+        )
         for n in CLIENTS
         for p in ("iid", "dirichlet")
     }
@@ -82,8 +84,10 @@ def _summary_row(name: str, report: dict, state: dict) -> dict:
     test = report.get("files", {}).get("int8", {}).get("test", {})
     if fed:
         curve = [r["val_accuracy"] for r in fed["history"]]
+        train_curve = [r.get("train_accuracy") for r in fed["history"]]
     else:  # the centralized run: epoch e is compared with round e
         curve = [None, *state.get("history", {}).get("val_accuracy", [])]
+        train_curve = [None, *state.get("history", {}).get("accuracy", [])]
     return {
         "run": name,
         "clients": fed.get("clients", 1),
@@ -97,6 +101,7 @@ def _summary_row(name: str, report: dict, state: dict) -> dict:
         "validation_accuracy": report.get("validation", {}).get("accuracy"),
         "best_round": report.get("best_round", report.get("best_epoch")),
         "curve": curve,
+        "train_curve": train_curve,
         "wall_seconds": report.get("wall_seconds"),
     }
 
@@ -160,32 +165,36 @@ def markdown(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Validation accuracy (the server's hold-out) after each round, one line per run."""
+    """Accuracy after each round, one line per run: the clients' training accuracy (on their
+    augmented faces, batch statistics) on top, the server's validation accuracy (its own
+    faces, the averaged moving statistics) below; IID left, Dirichlet right."""
     from edgefer.train.plots import pyplot
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110, sharey=True)
-    for ax, part in zip(axes, ("iid", "dirichlet"), strict=True):
-        for r in rows:
-            if r["partition"] not in (part, "pooled") or r["dp"]:
-                continue
-            ys = r["curve"]
-            xs = [i for i, y in enumerate(ys) if y is not None]
-            style = "k--" if r["partition"] == "pooled" else "o-"
-            ax.plot(
-                xs,
-                [ys[i] for i in xs],
-                style,
-                ms=3,
-                label=f"{r['clients']} clients" if r["clients"] > 1 else "centralized",
-            )
-        ax.set_title(f"{'IID' if part == 'iid' else f'Dirichlet alpha={ALPHA}'}", fontsize=9)
-        ax.set_xlabel("round (centralized: epoch)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel("validation accuracy")
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4), dpi=110, sharex=True, sharey="row")
+    for col, part in enumerate(("iid", "dirichlet")):
+        for row, key in enumerate(("train_curve", "curve")):
+            ax = axes[row][col]
+            for r in rows:
+                if r["partition"] not in (part, "pooled") or r["dp"]:
+                    continue
+                ys = r[key]
+                xs = [i for i, y in enumerate(ys) if y is not None]
+                style = "k--" if r["partition"] == "pooled" else "o-"
+                label = "centralized" if r["partition"] == "pooled" else f"{r['clients']} clients"
+                ax.plot(xs, [ys[i] for i in xs], style, ms=3, label=label)
+            ax.grid(alpha=0.3)
+            if row == 0:
+                ax.set_title("IID" if part == "iid" else f"Dirichlet alpha={ALPHA}", fontsize=9)
+                ax.legend(fontsize=7)
+            else:
+                ax.set_xlabel("round (centralized: epoch)")
+        axes[0][0].set_ylabel("client training accuracy")
+        axes[1][0].set_ylabel("server validation accuracy")
     fig.suptitle(
-        f"FedAvg, {ROUNDS} rounds x {LOCAL_EPOCHS} local epoch, {BUDGET.limit_per_class} faces/class", fontsize=10
+        f"FedAvg, {ROUNDS} rounds x {LOCAL_EPOCHS} local epoch, {BUDGET.limit_per_class} faces/class, "
+        f"batch {BUDGET.batch_size}",
+        fontsize=10,
     )
     fig.tight_layout()
     fig.savefig(path)
