@@ -30,7 +30,8 @@ Definitions (also in docs/mqtt.md). A *face-frame* is one face classified in one
 - ``counts``: face-frames per emotion whose top probability is >= min_confidence (raw
   labels, kept for subscribers that count); ``uncertain``: classified face-frames below it.
   ``faces`` = sum(counts) + uncertain = every classified face-frame; ``tracks``: distinct
-  tracks among them.
+  tracks among them. ``poor``: face-frames found but refused by the quality gate (too dark,
+  flat or blurred to read, edgefer.quality): seen, in no other figure.
 - ``positivity_ratio``: (happy + 1) / (angry + sad + 1) over expected face-frames (share x
   faces). Add-one smoothing keeps it defined and finite when no negative emotion was seen,
   and near 1 when little was seen at all; null when no face was classified.
@@ -57,9 +58,10 @@ from edgefer import LABELS
 
 SCHEMA_VERSION = 2
 #: the layout of :meth:`MoodTracker.state` (2: buckets carry their tracks)
-STATE_VERSION = 2
-# Columns of a bucket row after the per-label counts.
-UNCERTAIN, FRAMES, FRAMES_WITH_FACES, ACTIVE = range(4)
+STATE_VERSION = 3
+# Columns of a bucket row after the per-label counts (3 added POOR; a version-2 row is
+# read with POOR = 0, so an upgrade keeps the counts it had saved).
+UNCERTAIN, FRAMES, FRAMES_WITH_FACES, ACTIVE, POOR = range(5)
 
 
 def iso(t: float) -> str:
@@ -143,6 +145,7 @@ def window_stats(row: np.ndarray, tracks: np.ndarray, labels: Sequence[str], cov
         "faces": faces,
         "tracks": len(tracks),
         "uncertain": int(row[n + UNCERTAIN]),
+        "poor": int(row[n + POOR]),
         "frames": int(row[n + FRAMES]),
         "frames_with_faces": int(row[n + FRAMES_WITH_FACES]),
         "positivity_ratio": None if ratio is None else round(ratio, 4),
@@ -189,7 +192,7 @@ class MoodTracker:
         self.intervals = {w: min(w, int(publish_every)) for w in self.windows}
         self.bucket = reduce(math.gcd, [*self.windows, *self.intervals.values()])
         self.min_confidence = min_confidence
-        self.width = len(self.labels) + 4
+        self.width = len(self.labels) + 5
         self.slots = self.windows[-1] // self.bucket + 1
         self.rows = np.zeros((self.slots, self.width), np.int64)
         #: per slot: track id -> [face-frames, sum of probabilities per label]
@@ -215,13 +218,17 @@ class MoodTracker:
             self.tracks[slot] = {}
         return self.rows[slot]
 
-    def add_frame(self, t: float, probs: np.ndarray | None = None, tracks: Sequence[int] | None = None) -> None:
+    def add_frame(
+        self, t: float, probs: np.ndarray | None = None, tracks: Sequence[int] | None = None, poor: int = 0
+    ) -> None:
         """One processed frame at time ``t``; ``probs`` (N, labels) of the faces classified in it
-        and their track ids (without ids, each face is a track of its own)."""
+        and their track ids (without ids, each face is a track of its own); ``poor`` faces were
+        found in it but refused by the quality gate."""
         row = self._row(t)
         n = len(self.labels)
         row[n + FRAMES] += 1
         row[n + ACTIVE] = 1
+        row[n + POOR] += poor
         if probs is None or len(probs) == 0:
             return
         row[n + FRAMES_WITH_FACES] += 1
@@ -404,14 +411,16 @@ class MoodTracker:
             for w, e in (state.get(name) or {}).items():
                 if int(w) in self.intervals:
                     into[int(w)] = int(e)
-        same = (state.get("bucket"), state.get("labels"), state.get("version"))
-        if same != (self.bucket, list(self.labels), STATE_VERSION):
+        same = (state.get("bucket"), state.get("labels"))
+        version = state.get("version")
+        if same != (self.bucket, list(self.labels)) or version not in (2, STATE_VERSION):
             return
+        pad = self.width - (len(self.labels) + 4) if version == 2 else 0
         buckets = state.get("buckets") or {}
         newest = max((int(b) for b in buckets), default=None)
         for b_str, saved in buckets.items():
             b = int(b_str)
-            values = saved.get("row", []) if isinstance(saved, dict) else []
+            values = list(saved.get("row", [])) + [0] * pad if isinstance(saved, dict) else []
             if (newest is not None and newest - b >= self.slots) or len(values) != self.width:
                 continue
             slot = b % self.slots

@@ -28,13 +28,13 @@ def test_entropy_bounds() -> None:
 
 
 def test_window_stats_from_a_row_and_its_tracks() -> None:
-    # angry happy sad neutral | uncertain frames frames_with_faces active
-    row = np.array([1, 6, 1, 2, 3, 40, 12, 1])
+    # angry happy sad neutral | uncertain frames frames_with_faces active poor
+    row = np.array([1, 6, 1, 2, 3, 40, 12, 1, 4])
     # two tracks: 10 face-frames mostly happy, 3 mostly neutral: [n, sum p per label]
     tracks = np.array([[10, 0.5, 8.0, 0.5, 1.0], [3, 0.3, 0.3, 0.3, 2.1]])
     s = window_stats(row, tracks, ("angry", "happy", "sad", "neutral"), coverage=0.5)
     assert s["counts"] == {"angry": 1, "happy": 6, "sad": 1, "neutral": 2}
-    assert s["faces"] == 13 and s["uncertain"] == 3 and s["frames"] == 40 and s["tracks"] == 2
+    assert s["faces"] == 13 and s["uncertain"] == 3 and s["frames"] == 40 and s["tracks"] == 2 and s["poor"] == 4
     assert s["shares"] == {"angry": round(0.8 / 13, 4), "happy": round(8.3 / 13, 4), "sad": round(0.8 / 13, 4),
                            "neutral": round(3.1 / 13, 4)}  # fmt: skip
     # the ratio over expected face-frames: (8.3 + 1) / (0.8 + 0.8 + 1)
@@ -46,7 +46,7 @@ def test_window_stats_from_a_row_and_its_tracks() -> None:
 
 
 def test_nothing_seen_gives_nulls_not_zeros() -> None:
-    row = np.array([0, 0, 0, 0, 0, 40, 0, 1])
+    row = np.array([0, 0, 0, 0, 0, 40, 0, 1, 0])
     s = window_stats(row, np.zeros((0, 5)), ("angry", "happy", "sad", "neutral"), coverage=1.0)
     assert s["faces"] == 0 and s["shares_ci95"] is None and s["positivity_ratio"] is None and s["dominant"] is None
 
