@@ -51,6 +51,11 @@ class ClipRun:
     shown: np.ndarray  # (frames,) the label of the face each frame shows
     found: np.ndarray  # (frames,) whether a box landed on it
     false: np.ndarray  # (frames,) boxes beyond one on it, or on background
+    false_probs: np.ndarray  # (boxes, 4): what the classifier said of the background boxes
+
+    def counted(self) -> np.ndarray:
+        """Every face-frame the daemon would count: the shown faces' boxes and false ones."""
+        return np.concatenate([self.probs.reshape(-1, 4), self.false_probs.reshape(-1, 4)])
 
     def found_per_class(self) -> np.ndarray:
         k = self.probs.shape[1] if len(self.probs) else 4
@@ -64,7 +69,7 @@ def run_clip(images: np.ndarray, labels: np.ndarray, shots: int, seed: int, cfg:
     cfg = cfg or parse("")
     path = FramePath(build_face_stage(cfg.faces), build_classifier(cfg))
     clip = composite_frames(images, labels, shots * HOLD, seed=seed, hold=HOLD)
-    probs, tracks, truth = [], [], []
+    probs, tracks, truth, false_probs = [], [], [], []
     found = np.zeros(len(clip.frames), bool)
     false = np.zeros(len(clip.frames), int)
     for i, frame in enumerate(clip.frames):
@@ -72,16 +77,22 @@ def run_clip(images: np.ndarray, labels: np.ndarray, shots: int, seed: int, cfg:
         if r.probs is None:
             continue
         x, y, w, h = clip.boxes[i, 0]
-        for face, track, p in zip(r.faces, r.tracks, r.probs, strict=True):
+        refused = r.poor if r.poor is not None else np.zeros(len(r.faces), bool)
+        for face, track, p, bad in zip(r.faces, r.tracks, r.probs, refused, strict=True):
+            if bad:  # the quality gate's: the daemon does not count it
+                continue
             cx, cy = face.x + face.w / 2, face.y + face.h / 2
             on_face = x <= cx <= x + w and y <= cy <= y + h
             if on_face:
                 probs.append(p)
                 tracks.append(track)
                 truth.append(int(clip.labels[i, 0]))
+            else:
+                false_probs.append(p)
             false[i] += not on_face or found[i]  # background, or a second box on the same face
             found[i] |= on_face
-    return ClipRun(np.array(probs), np.array(tracks), np.array(truth), clip.labels[:, 0], found, false)
+    arrays = np.array(probs), np.array(tracks), np.array(truth), clip.labels[:, 0], found, false
+    return ClipRun(*arrays, np.array(false_probs))
 
 
 def fit_temperature(probs: np.ndarray, truth: np.ndarray) -> float:

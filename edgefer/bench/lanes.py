@@ -91,9 +91,13 @@ class DaemonLane:
 
     def step(self, gray: np.ndarray) -> Seen:
         reading = self.path.process(gray, True)
-        probs = np.zeros((0, K), np.float32) if reading.probs is None else reading.probs[:, self._order]
-        boxes = [(f.x, f.y, f.w, f.h) for f in reading.faces][: len(probs)]
-        return Seen(boxes, probs, probs.argmax(axis=1), list(reading.tracks[: len(probs)]))
+        if reading.probs is None:
+            return Seen([], np.zeros((0, K), np.float32), np.zeros(0, int), [])
+        probs, tracks = reading.counted()  # what the daemon counts: the quality gate's poor faces left out
+        keep = np.ones(len(reading.faces), bool) if reading.poor is None else ~reading.poor
+        boxes = [(f.x, f.y, f.w, f.h) for f, k in zip(reading.faces, keep, strict=True) if k]
+        probs = probs[:, self._order]
+        return Seen(boxes, probs, probs.argmax(axis=1), tracks)
 
 
 class FerLane:
