@@ -159,8 +159,10 @@ class FacesConfig:
     margin: Any = "auto"
     #: at most this many faces per frame (the largest), 1 to 64.
     max_faces: int = 8
-    #: BlazeFace and mediapipe: detection score threshold, between 0 and 1.
-    min_score: float = 0.5
+    #: BlazeFace and mediapipe: detection score threshold, between 0 and 1. 0.2 finds sad and
+    #: angry faces nearly as often as happy ones; MediaPipe's own 0.5 misses more of them
+    #: (benchmarks/results/detect-threshold.md).
+    min_score: float = 0.2
 
     def validate(self) -> None:
         _check(
