@@ -45,9 +45,8 @@ def test_an_unknown_key_is_still_refused_naming_file_line_and_key() -> None:
 
 @pytest.fixture
 def example(tmp_path: Path) -> Path:
-    path = tmp_path / "edgefer.toml"
-    shutil.copy(configdocs.EXAMPLE, path)
-    return path
+    """A copy of deploy/edgefer.toml to break."""
+    return Path(shutil.copy(configdocs.EXAMPLE, tmp_path))
 
 
 def test_an_example_with_a_key_missing_is_caught(example: Path) -> None:
@@ -77,9 +76,8 @@ def test_an_example_with_a_default_that_differs_is_caught(example: Path, line: s
 
 @pytest.fixture
 def docs(tmp_path: Path) -> Path:
-    path = tmp_path / "configuration.md"
-    shutil.copy(configdocs.DOCS, path)
-    return path
+    """A copy of docs/configuration.md to break."""
+    return Path(shutil.copy(configdocs.DOCS, tmp_path))
 
 
 def test_docs_edited_by_hand_are_caught_and_regenerated(docs: Path) -> None:
