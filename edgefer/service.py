@@ -214,18 +214,19 @@ class Service:
 
     def process(self, gray: np.ndarray, t: float, allow_classify: bool) -> int:
         """One frame through the frame path into the mood tracker at time ``t``; returns the
-        faces classified."""
+        faces classified (those the quality gate refused included)."""
         if gray.ndim != 2 or gray.dtype != np.uint8 or min(gray.shape) < 16:
             self.counters.bad_frames += 1
             return 0
         reading = self.path.process(gray, allow_classify)
         self.counters.add_timings(reading.ms)
-        if reading.probs is not None:
-            self.counters.classified += len(reading.probs)
+        probs, tracks = reading.counted()
+        self.counters.classified += len(probs)
+        self.counters.poor += reading.poor_count
         self.counters.faces += len(reading.faces)
         if self.recording or self.counting_from is not None:  # not while waiting for the clock
-            self.tracker.add_frame(t, reading.probs, reading.tracks)
-        return 0 if reading.probs is None else len(reading.probs)
+            self.tracker.add_frame(t, None if reading.probs is None else probs, tracks, poor=reading.poor_count)
+        return 0 if reading.probs is None else len(reading.probs)  # the rate cap counts every classification
 
     # -- the clock ---------------------------------------------------------------------
 
@@ -343,6 +344,7 @@ class Service:
             "frames": c.frames,
             "faces": c.faces,
             "classified": c.classified,
+            "poor": c.poor,
             "bad_frames": c.bad_frames,
             "dropped_frames": self.feed.dropped,
             "source": {

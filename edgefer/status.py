@@ -34,6 +34,8 @@ class Counters:
     frames: int = 0
     faces: int = 0
     classified: int = 0
+    #: faces the quality gate refused (too dark, flat or blurred to read; edgefer.quality)
+    poor: int = 0
     bad_frames: int = 0
     ms: dict[str, Ewma] = field(default_factory=lambda: {k: Ewma() for k in STAGES})
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.daemon
 
 MOOD_KEYS = {
     "schema", "device", "window", "window_seconds", "start", "end", "key", "seq", "timeline", "recording_start",
-    "counts", "shares", "shares_ci95", "faces", "tracks", "uncertain", "frames", "frames_with_faces",
+    "counts", "shares", "shares_ci95", "faces", "tracks", "uncertain", "poor", "frames", "frames_with_faces",
     "positivity_ratio", "flourishing", "neutral_share", "expressivity", "emotion_entropy", "dominant", "coverage",
 }  # fmt: skip
 
