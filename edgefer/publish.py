@@ -159,11 +159,28 @@ class MqttOutput:
         self._probing = False
         self._stopping = False
 
-    # the guard's counters, read (and in tests set) as the output's own
-    connects = property(lambda self: self.guard.connects, lambda self, n: setattr(self.guard, "connects", n))
-    takeovers = property(lambda self: self.guard.takeovers)
-    conflicts = property(lambda self: self.guard.conflicts)
-    _sightings = property(lambda self: self.guard.sightings)
+    # The conflict rules' counters, kept by the guard and read as the output's own.
+
+    @property
+    def connects(self) -> int:
+        """Connections the broker accepted (from the second on, a retained id counts)."""
+        return self.guard.connects
+
+    @connects.setter
+    def connects(self, n: int) -> None:
+        self.guard.connects = n
+
+    @property
+    def takeovers(self) -> int:
+        return self.guard.takeovers
+
+    @property
+    def conflicts(self) -> int:
+        return self.guard.conflicts
+
+    @property
+    def _sightings(self) -> dict[str, tuple[float, float]]:
+        return self.guard.sightings
 
     def _ssl_context(self) -> ssl.SSLContext:
         """One TLS context for paho and for the failure probe, so both judge alike."""
