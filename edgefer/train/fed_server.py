@@ -192,7 +192,7 @@ def _evaluator(model, inner: RecordingFedAvg, cfg: FedConfig, state: dict, serve
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         rnd = server_round + done
-        if server_round == 0 and done:
+        if server_round == 0 and state["history"]:
             return None  # a resumed run evaluated this model before it stopped
         info = inner.rounds.get(rnd, {})
         if server_round and inner.aggregated_round != rnd:
