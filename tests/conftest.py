@@ -9,8 +9,9 @@ Every test belongs to one group, a marker, so a developer can run the fast part 
 - ``train``: TensorFlow training and export.
 
 A test file names its group with a module-level ``pytestmark``, or is listed in ``GROUPS``
-below (or the test in ``TESTS``); any other test is a unit test, except one that asks for the ``broker`` fixture,
-which is a daemon test wherever it lives.
+below (a single slow test in ``TESTS``). Any other test is a unit test, except one marked
+``slow`` or asking for the ``broker`` fixture: that is a daemon test wherever it lives, so a
+new end-to-end test cannot slow the quick run by accident.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def group_of(item: pytest.Item) -> str:
     for kind, files in GROUPS.items():
         if name in files:
             return kind
-    return "daemon" if "broker" in getattr(item, "fixturenames", ()) else "unit"
+    end_to_end = item.get_closest_marker("slow") or "broker" in getattr(item, "fixturenames", ())
+    return "daemon" if end_to_end else "unit"
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by these markers
