@@ -126,6 +126,16 @@ class Feed:
         watchdog policy measures against ``source.watchdog_grace_seconds``."""
         return time.monotonic() - self._last_delivery
 
+    def report(self) -> dict[str, Any]:
+        """The source's part of the stats and the status file."""
+        return {
+            "name": self.name,
+            "state": self.state,
+            "error": self.error,
+            "last_error": self.last_error,
+            "restarts": self.restarts,
+        }
+
     def stuck_readers(self) -> int:
         with self._cond:
             return sum(r.alive() for r in self._stuck)
