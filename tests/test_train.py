@@ -314,9 +314,11 @@ def test_weights_copy_only_into_the_same_network(fer2013: Path) -> None:
 
     rng = np.random.default_rng(0)
     src = edgefer_cnn(width=8, blocks=(1, 1, 1))
-    for layer in src.layers:  # away from the initialisation, as after training
-        if layer.weights and not layer.name.endswith("bn"):
-            layer.set_weights([rng.normal(0, 0.3, a.shape).astype(np.float32) for a in layer.get_weights()])
+    for layer in src.layers:  # batch norms away from their initial identity, as after training
+        if layer.name.endswith("bn"):
+            n = layer.get_weights()[0].shape
+            scale, shift, mean = rng.uniform(0.8, 1.2, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n)
+            layer.set_weights([scale, shift, mean, rng.uniform(0.8, 1.2, n)])
     dst = edgefer_cnn(width=8, blocks=(1, 1, 1))
     copy_weights(src, dst)
     x = load_fer2013(fer2013, "test", limit_per_class=10).images.astype(np.float32)[..., None] / 255.0
