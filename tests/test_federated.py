@@ -442,3 +442,73 @@ def test_the_rehearsal_server_folder_holds_exactly_the_faces_no_client_trains_on
     assert len(client) == len(keep)
     assert not server_faces & {img.tobytes() for img in client.images}
     assert len(load_fer2013(tmp_path / "server", "test")) == len(load_fer2013(few_faces, "test"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_a_real_superlink_with_two_supernodes_trains_and_exports(few_faces: Path, tmp_path: Path) -> None:
+    """The deployment of docs/federated.md on one machine: a SuperLink, two SuperNodes each
+    given its own shard, the server given only the rehearsal hold-out folder, ``flwr run``."""
+    import subprocess
+    import sys
+    import time
+
+    federated = pytest.importorskip("edgefer.train.federated")
+    from edgefer.train.trainer import Recipe
+
+    bindir = Path(sys.executable).parent
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}", "FLWR_HOME": str(home)}
+    env.update({"EDGEFER_TRAIN_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    recipe = Recipe(batch_size=16, seed=7)
+    server_dir = tmp_path / "server"
+    federated.write_server_set(few_faces, server_dir, recipe)
+    out = tmp_path / "run"
+    cfg = federated.FedConfig(clients=2, rounds=1, local_epochs=1)
+    app = federated.write_app(tmp_path / "app", recipe, cfg, data_dir=str(server_dir), out=str(out))
+    port = _free_port()
+    (home / "config.toml").write_text(f'[superlink.local]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs = []
+
+    def start(name: str, *args: str) -> None:
+        fh = (logs / f"{name}.log").open("w")
+        procs.append(subprocess.Popen([str(bindir / args[0]), *args[1:]], env=env, stdout=fh, stderr=subprocess.STDOUT))
+
+    try:
+        start("superlink", "flower-superlink", "--insecure", "--port", str(port),
+              "--disable-runtime-dependency-installation")  # fmt: skip
+        time.sleep(3)  # the SuperLink has no readiness signal; SuperNodes retry anyway
+        for i in range(2):
+            node = f'data-dir="{few_faces}" partition-id={i} num-partitions=2'
+            start(f"supernode{i}", "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{port}",
+                  "--port", str(_free_port()), "--node-config", node)  # fmt: skip
+        done = subprocess.run(
+            [str(bindir / "flwr"), "run", str(app.parent), "local", "--stream"],
+            env=env, capture_output=True, text=True, timeout=1200,
+        )  # fmt: skip
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+    where = f"flwr run said: {done.stdout[-2000:]}{done.stderr[-2000:]}; logs in {logs}"
+    assert (out / "report.json").exists(), where
+    report = json.loads((out / "report.json").read_text())
+    assert report["rounds_run"] == 1
+    assert report["client_bn"]["clients"] == 2, report["client_bn"]
+    assert report["client_bn"]["faces"] == len(
+        federated.local_shard({"data-dir": str(few_faces)}, recipe, "iid", 0.5)
+    ) - len(federated.load_fer2013(server_dir, "train"))
+    assert all(Path(f["path"]).stat().st_size > 10_000 for f in report["files"].values())
+    assert "test" in report["files"]["int8"], "the server's folder links PublicTest"
