@@ -34,7 +34,7 @@ DP_NOISE = (0.3, 1.0)
 
 def plan() -> list[tuple[str, FedConfig | None]]:
     """Run names and settings in the order they run (None: the centralized run): the
-    client sweep first, then the DP runs."""
+    client sweep, then DP at noise 1.0 (an epsilon of a few units), then DP at 0.3."""
     fed = {
         f"fed{n}-{p}": FedConfig(
             clients=n, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, partition=p, alpha=ALPHA, keep_last=True
@@ -46,7 +46,7 @@ def plan() -> list[tuple[str, FedConfig | None]]:
         f"dp-z{z}": FedConfig(clients=3, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, dp="central", dp_noise=z)
         for z in DP_NOISE
     }
-    order = ["centralized", *fed, *dp]
+    order = ["centralized", *fed, *sorted(dp, key=lambda k: -float(k.removeprefix("dp-z")))]
     return [(name, None if name == "centralized" else {**fed, **dp}[name]) for name in order]
 
 
