@@ -164,7 +164,9 @@ def _comparison_lines(report: dict[str, Any]) -> list[str]:
             "### Paired differences, Grad-CAM++ minus baseline",
             "",
             "Mean per-face difference with its interval; **win** / **loss**: the interval lies wholly on the "
-            "better / worse side of 0 (↑: above, ↓: below), **tie**: it contains 0.",
+            "better / worse side of 0 (↑: above, ↓: below), **tie**: it contains 0. The baselines' regions "
+            f"have {s['baselines_area_matched_to'].upper()}'s area, so at the other blocks AD, IC and ADA compare "
+            "regions of different sizes.",
             "",
             f"| Difference | {judged_heads} |",
             f"|{'|'.join(['---'] * (len(judged) + 1))}|",
