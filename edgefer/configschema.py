@@ -189,8 +189,11 @@ class ClassifierConfig:
     #: a file with the model's labels, one per line in output order (names from angry, happy, sad, neutral).
     #: Empty: `labels.txt` beside the model, else that order.
     labels: str = ""
-    #: inference threads, 1 to 16. On a Pi 4, 2 leaves cores for capture and detection.
-    threads: int = 2
+    #: inference threads, 1 to 16. One 48x48 face is too small a job to share: a second thread
+    #: costs more CPU in hand-over than it saves in time (crop and classify on clip frames:
+    #: 0.33 ms of CPU per frame with 1, 0.54 with 2), and leaves the Pi's other cores to capture
+    #: and detection. Raise it only for many faces per frame.
+    threads: int = 1
     #: a face whose top probability is below this counts as `uncertain` in `counts`, 0 to below 1. The published
     #: `shares` use every face's probabilities.
     min_confidence: float = 0.4
