@@ -110,8 +110,10 @@ COMMANDS: dict[str, tuple[str, dict, tuple | str]] = {
                        "each is right where another is wrong", {"specs": {"nargs": "+", "metavar": "PATH[:signed]",
                        "help": "teachers, read as --teacher reads them"}, "--data-dir": RUN["--data-dir"]}, SPLIT),
     "soup": ("average finished models of one architecture into --out; ships only if better on validation",
-             {"ingredients": {"nargs": "+", "metavar": "KERAS_FILE", "help": "the finished models"}, **RUN}, "all"),
-    "federated": ("simulate a FedAvg federation on this machine (docs/federated.md)", {**RUN, **FED}, "all"),
+             {"ingredients": {"nargs": "+", "metavar": "KERAS_FILE", "help": "the finished models"}, **RUN,
+              "--out": {"help": "folder of the soup (default runs/soup)"}}, "all"),
+    "federated": ("simulate a FedAvg federation on this machine (docs/federated.md)",
+                  {**RUN, "--out": {"help": "run folder (default runs/<arch>-federated)"}, **FED}, "all"),
     "explain": ("the explainability evaluation (edgefer-explain's options follow)",
                 {"args": {"nargs": argparse.REMAINDER, "help": "edgefer-explain's arguments"}}, ()),
 }  # fmt: skip
@@ -245,13 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; a problem with its inputs is one line on stderr and exit status 2."""
     from edgefer.train.recipe import TrainError
 
-    args = parser().parse_args(legacy(sys.argv[1:] if argv is None else list(argv)))
-    if args.command == "explain":
+    argv = legacy(sys.argv[1:] if argv is None else list(argv))
+    if argv[0] == "explain":  # every argument after it, --help included, is edgefer-explain's
         from edgefer.train.explain import main as explain
 
-        return explain(args.args)
+        return explain(argv[1:])
+    args = parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        if hasattr(args, "val_fraction"):
+            _recipe(args).check()  # settings no run can use are refused before TensorFlow loads
         if args.command != "compare":
             _threads(getattr(args, "threads", 0))
         HANDLERS[args.command](args)
