@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edgefer.train.trainer import Recipe
+    from edgefer.train.recipe import Recipe
 
 
 def augmenter(r: Recipe):
