@@ -41,9 +41,12 @@ from pathlib import Path
 
 from edgefer.train.recipe import Recipe, TrainError
 
-# The recipe every stage after the first two shares (stage 7's, models/README.md).
+# The recipe stage 7 and every later stage share (models/README.md): flip-averaged teachers at a
+# share of 0.8, mixup 0.4, the dropped classes' faces labelled by the teachers alone. From stage
+# 19 on the teachers are stage 7 and fer.
 _TAUGHT = dict(batch_size=128, lr=1e-3, warmup_fraction=0.1, distill=0.8, teacher_flip=True, mixup=0.4)
-_DENSE = dict(_TAUGHT, transfer_faces=True, patience=100)
+_TAUGHT.update(transfer_faces=True, patience=100)
+_PAIR = "edgefer-dense-mirror"
 
 
 @dataclass(frozen=True)
@@ -59,45 +62,23 @@ class Stage:
     estimated: bool = False
 
 
+def _taught(number: int, start: int | None, minutes: int, estimated: bool = False, **settings) -> Stage:
+    """A stage of the shared recipe (``_TAUGHT``) with ``settings`` changed, taught by stage 7 and fer."""
+    return Stage(number, {**_TAUGHT, **settings}, start, (7, "fer"), minutes, estimated)
+
+
 STAGES = (
     Stage(1, dict(arch="edgefer", epochs=50, batch_size=128, lr=3e-3, patience=50), minutes=95),
     Stage(
-        2,
-        dict(arch="edgefer", epochs=24, batch_size=128, lr=1e-3, warmup_fraction=0.1, distill=0.7),
-        start=1,
-        teachers=(1, "fer"),
-        minutes=42,
+        2, dict(arch="edgefer", epochs=24, batch_size=128, lr=1e-3, warmup_fraction=0.1, distill=0.7), 1, (1, "fer"), 42
     ),
-    Stage(7, dict(_DENSE, arch="edgefer", epochs=36), start=2, teachers=(2, "fer"), minutes=106),
-    Stage(19, dict(_DENSE, arch="edgefer-dense", epochs=60, lr=3e-3), teachers=(7, "fer"), minutes=81),
-    Stage(20, dict(_DENSE, arch="edgefer-dense", epochs=24), start=19, teachers=(7, "fer"), minutes=32, estimated=True),
-    Stage(21, dict(_DENSE, arch="edgefer-dense-mirror", epochs=20), start=20, teachers=(7, "fer"), minutes=40),
-    Stage(
-        23,
-        dict(_DENSE, arch="edgefer-dense-mirror", epochs=16, lr=3e-4),
-        start=21,
-        teachers=(7, "fer"),
-        minutes=31,
-        estimated=True,
-    ),
-    Stage(
-        25,
-        dict(
-            _DENSE, arch="edgefer-dense-mirror", epochs=14, lr=2e-4, warmup_fraction=0.07, lr_floor=1.0, average_from=3
-        ),
-        start=23,
-        teachers=(7, "fer"),
-        minutes=27,
-        estimated=True,
-    ),
-    Stage(
-        27,
-        dict(_DENSE, arch="edgefer-dense-mirror", epochs=14, lr=2e-4, warmup_fraction=0.07),
-        start=25,
-        teachers=(7, "fer"),
-        minutes=27,
-        estimated=True,
-    ),
+    Stage(7, dict(_TAUGHT, arch="edgefer", epochs=36), 2, (2, "fer"), 106),
+    _taught(19, None, 81, arch="edgefer-dense", epochs=60, lr=3e-3),
+    _taught(20, 19, 32, True, arch="edgefer-dense", epochs=24),
+    _taught(21, 20, 40, arch=_PAIR, epochs=20),
+    _taught(23, 21, 31, True, arch=_PAIR, epochs=16, lr=3e-4),
+    _taught(25, 23, 27, True, arch=_PAIR, epochs=14, lr=2e-4, warmup_fraction=0.07, lr_floor=1.0, average_from=3),
+    _taught(27, 25, 27, True, arch=_PAIR, epochs=14, lr=2e-4, warmup_fraction=0.07),
 )
 #: what the short form changes in every stage: one epoch on a few faces per class
 SHORT = dict(epochs=1, limit_per_class=20, batch_size=32)
