@@ -41,6 +41,11 @@ from edgefer.faces import Face
 SUPPRESSION_IOU = 0.3
 #: TensorsToDetectionsCalculator's score_clipping_thresh
 SCORE_CLIP = 100.0
+#: Candidates below this score suppress their neighbours but do not pull the merged box, unless
+#: the group holds nothing better. MediaPipe's own threshold (0.5) is where the crop framing
+#: was measured (edgefer.faces.FRAMING); a lower detection threshold finds more faces without
+#: letting weak, looser candidates move the boxes of the faces 0.5 already found.
+MERGE_SCORE = 0.5
 N_KEYPOINTS = 6
 
 
@@ -85,7 +90,11 @@ def ssd_anchors(size: int, strides: tuple[int, ...], anchors_per_layer: int) -> 
 
 
 def weighted_nms(
-    boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float = SUPPRESSION_IOU
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    keypoints: np.ndarray,
+    iou_threshold: float = SUPPRESSION_IOU,
+    merge_score: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MediaPipe's WEIGHTED suppression: boxes (N, 4 as x1, y1, x2, y2), keypoints (N, K, 2).
 
@@ -93,6 +102,8 @@ def weighted_nms(
     ``iou_threshold`` (itself included) is merged into one whose box and keypoints are the
     score-weighted mean of the group and whose score is the best's; repeat on the rest. The
     average steadies the box from frame to frame more than keeping the single best would.
+    Members scoring below ``merge_score`` (or the best's score, if lower) are suppressed
+    without entering the mean.
     """
     order = np.argsort(-scores, kind="stable")
     area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
@@ -108,6 +119,7 @@ def weighted_nms(
         group = iou > iou_threshold
         group[0] = True
         members = order[group]
+        members = members[scores[members] >= min(merge_score, scores[best])]
         weights = scores[members]
         total = float(weights.sum())
         out_boxes.append((boxes[members] * weights[:, None]).sum(axis=0) / total)
@@ -190,7 +202,7 @@ class BlazeFaceDetector:
         half = raw[:, 2:4] / 2
         boxes = np.concatenate([centre - half, centre + half], axis=1)
         keypoints = anchors[:, None, :] + raw[:, 4 : 4 + 2 * N_KEYPOINTS].reshape(-1, N_KEYPOINTS, 2)
-        boxes, scores, keypoints = weighted_nms(boxes, scores, keypoints)
+        boxes, scores, keypoints = weighted_nms(boxes, scores, keypoints, merge_score=MERGE_SCORE)
         offset = np.array([left, top], np.float64)
         faces = []
         for box, score, kps in zip(boxes, scores, keypoints, strict=True):

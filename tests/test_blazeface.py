@@ -73,6 +73,17 @@ def test_weighted_nms_blends_overlapping_boxes_by_score() -> None:
     assert np.allclose(out_kps[0], [[0.025, 0.0], [1.025, 1.0]])
 
 
+def test_weak_candidates_suppress_but_do_not_move_a_strong_face() -> None:
+    """With a merge floor, a 0.3 candidate beside a 0.9 one is suppressed without pulling the
+    box; a group of weak candidates alone keeps its best (the face the low threshold found)."""
+    boxes = np.array([[0.0, 0.0, 1.0, 1.0], [0.1, 0.0, 1.1, 1.0], [3.0, 3.0, 4.0, 4.0], [3.2, 3.0, 4.2, 4.0]])
+    scores = np.array([0.9, 0.3, 0.35, 0.25])
+    kps = np.stack([boxes[:, :2], boxes[:, 2:]], axis=1)
+    out, out_scores, _ = weighted_nms(boxes, scores, kps, merge_score=0.5)
+    assert np.allclose(out_scores, [0.9, 0.35])
+    assert np.allclose(out[0], boxes[0]) and np.allclose(out[1], boxes[2])
+
+
 def test_one_face_per_photograph_with_its_eyes(detector: BlazeFaceDetector) -> None:
     sample = rafd_sample()
     assert len(sample) == 20
