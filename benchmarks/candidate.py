@@ -66,12 +66,9 @@ def plot(times: dict[str, dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from edgefer.classifier import Classifier
+def parse_args(argv: list[str] | None):
     from edgefer.config import ClassifierConfig
     from edgefer.models import DEFAULT_MODEL
-    from edgefer.train.compare import paired_on_validation
-    from edgefer.train.trainer import Recipe
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.candidate", description=__doc__.split("\n\n")[0])
     p.add_argument("candidate", help="the candidate's int8 .tflite file")
@@ -91,17 +88,53 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit-per-class", type=int, help="a small sample, for a quick look (never for a rule)")
     p.add_argument("--out", default="models/figures")
     p.add_argument("--name", default="candidate")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    va = validation_faces(args.data_dir, args.limit_per_class)
-    log(f"candidate: {len(va)} validation faces")
-    clf = Classifier(args.candidate, threads=2, flip_average=True)
-    grid = [round(0.01 * i, 2) for i in range(101)]
+
+def margin_grid(model: str, va) -> dict[float, dict]:
+    """Validation accuracy and mirrored share of ``model`` at every margin of a 0.01 grid."""
+    from edgefer.classifier import Classifier
+
+    clf = Classifier(model, threads=2, flip_average=True)
     scores = {}
-    for m in grid:
+    for m in [round(0.01 * i, 2) for i in range(101)]:
         clf.flip_margin, clf.faces_seen, clf.faces_mirrored = m, 0, 0
         got = clf.predict_labels(va.images)
         scores[m] = {"accuracy": float(np.mean(got == va.labels)), "mirrored_share": clf.faces_mirrored / len(va)}
+    return scores
+
+
+def table(result: dict, times: dict[str, dict], pair: dict, args: argparse.Namespace) -> str:
+    acc_new, acc_old = pair["accuracy"]
+    bound = result["paired_against_default"]["lower_bound_95_points"]
+    return "\n".join(
+        [
+            "| | candidate | default | reference |",
+            "|---|---|---|---|",
+            f"| file | {result['candidate']} | {result['default']} | {result['reference']} |",
+            f"| flip_margin | {result['margin']:g} | {args.default_margin:g} | (one view) |",
+            f"| validation accuracy as run | {acc_new:.2%} | {acc_old:.2%} | |",
+            "| ms per face | " + " | ".join(f"{times[k]['mean']:.3f}" for k in times) + " |",
+            f"| x reference | {result['ratio_to_reference']:.2f} | {result['default_ratio_to_reference']:.2f} | 1.00 |",
+            "",
+            f"Paired: {pair['only_a_right']} faces right only for the candidate, {pair['only_b_right']} only for the "
+            f"default; difference {100 * pair['difference']:+.2f} points, one-sided 95 % lower bound {bound:+.2f} "
+            f"(allowed: -{args.non_inferior:g}). Speed {'holds' if result['speed_passed'] else 'fails'} "
+            f"(at most x{args.max_ratio:g}); verdict: {'passes' if result['passed'] else 'fails'}.",
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edgefer.classifier import Classifier
+    from edgefer.train.compare import paired_on_validation
+    from edgefer.train.recipe import Recipe
+
+    args = parse_args(argv)
+    va = validation_faces(args.data_dir, args.limit_per_class)
+    log(f"candidate: {len(va)} validation faces")
+    scores = margin_grid(args.candidate, va)
     margin = margin_by_share(scores, args.max_share)
     log(f"candidate: margin {margin:g} ({scores[margin]['mirrored_share']:.1%} of faces mirrored)")
 
@@ -113,11 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     times = time_lanes(lanes, sample, rounds=args.rounds, log=log)
     ratio = times["candidate"]["mean"] / times["reference"]["mean"]
-
-    recipe = Recipe(limit_per_class=args.limit_per_class)
     pair = paired_on_validation(
         [args.candidate, args.default],
-        recipe,
+        Recipe(limit_per_class=args.limit_per_class),
         args.data_dir,
         log=log,
         margins=[margin, args.default_margin],
@@ -144,25 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "rule": {"max_share": args.max_share, "max_ratio": args.max_ratio, "non_inferior_points": args.non_inferior},
         **verdict(ratio, args.max_ratio, bound, args.non_inferior),
     }
-    acc_new, acc_old = pair["accuracy"]
-    table = "\n".join(
-        [
-            "| | candidate | default | reference |",
-            "|---|---|---|---|",
-            f"| file | {result['candidate']} | {result['default']} | {result['reference']} |",
-            f"| flip_margin | {margin:g} | {args.default_margin:g} | (one view) |",
-            f"| validation accuracy as run | {acc_new:.2%} | {acc_old:.2%} | |",
-            "| ms per face | " + " | ".join(f"{times[k]['mean']:.3f}" for k in lanes) + " |",
-            f"| x reference | {ratio:.2f} | {result['default_ratio_to_reference']:.2f} | 1.00 |",
-            "",
-            f"Paired: {pair['only_a_right']} faces right only for the candidate, {pair['only_b_right']} only for the "
-            f"default; difference {100 * pair['difference']:+.2f} points, one-sided 95 % lower bound {bound:+.2f} "
-            f"(allowed: -{args.non_inferior:g}). Speed {'holds' if result['speed_passed'] else 'fails'} "
-            f"(at most x{args.max_ratio:g}); verdict: {'passes' if result['passed'] else 'fails'}.",
-            "",
-        ]
-    )
-    out = save_results(args.out, f"{args.name}-rule", table, result)
+    out = save_results(args.out, f"{args.name}-rule", table(result, times, pair, args), result)
     plot(times, out / f"{args.name}-rule.png", f"{args.name}: time per face on validation faces (ratio x{ratio:.2f})")
     return 0 if result["passed"] else 1
 
