@@ -163,10 +163,11 @@ class Collector:
 def make_clip(fer2013: Path, out: Path, per_class: int = 8, repeat: int = 3, seed: int = 0) -> tuple[Path, np.ndarray]:
     """A folder of 640x480 PNG frames, each with one FER2013 test face; returns the
     folder and the true label of every frame."""
-    from edgefer.bench.clips import composite_clip
+    from edgefer.bench.clips import composite_frames
 
     d = load_fer2013(fer2013, "test", limit_per_class=per_class)
-    frames, labels = composite_clip(d.images, d.labels, len(d) * repeat, seed=seed)
+    clip = composite_frames(d.images, d.labels, len(d) * repeat, seed=seed)
+    frames, labels = clip.frames, clip.labels
     out.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(frames):
         cv2.imwrite(str(out / f"{i:05d}.png"), f)

@@ -20,7 +20,7 @@ import pytest
 
 from edgefer import LABELS
 from edgefer.bench.cli import main
-from edgefer.bench.clips import composite_clip, composite_frames
+from edgefer.bench.clips import composite_frames
 from edgefer.bench.host import INT8_FEATURES, cpu_label, int8_features
 from edgefer.bench.report import render
 from edgefer.bench.stats import latency_stats
@@ -222,19 +222,20 @@ def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path: Path, 
 
 def test_composite_clip_is_pure_and_places_faces_100_to_160_px(fer2013: Path) -> None:
     data = load_fer2013(fer2013, "test", limit_per_class=5)
-    frames, labels = composite_clip(data.images, data.labels, 12, faces_per_frame=2, seed=3)
-    again, labels_again = composite_clip(data.images, data.labels, 12, faces_per_frame=2, seed=3)
+    clip = composite_frames(data.images, data.labels, 12, faces_per_frame=2, seed=3)
+    frames, labels = clip.frames, clip.labels
+    again = composite_frames(data.images, data.labels, 12, faces_per_frame=2, seed=3)
+    again, labels_again = again.frames, again.labels
     assert len(frames) == 12 and all(f.shape == (480, 640) and f.dtype == np.uint8 for f in frames)
     assert all(np.array_equal(a, b) for a, b in zip(frames, again, strict=True))
     assert labels.shape == (12, 2) and np.array_equal(labels, labels_again)
     assert set(labels.reshape(-1)) <= set(range(len(LABELS)))
-    clip = composite_frames(data.images, data.labels, 12, faces_per_frame=2, seed=3)
     assert len(clip.frames) == 12
     for (x0, y0, w0, h0), (x1, _, _, _) in clip.boxes:
         assert 100 <= w0 == h0 <= 160
         assert x0 + w0 <= x1  # side by side, never overlapping
         assert y0 >= 0 and y0 + h0 <= 480
-    different = composite_clip(data.images, data.labels, 12, faces_per_frame=2, seed=4)[0]
+    different = composite_frames(data.images, data.labels, 12, faces_per_frame=2, seed=4).frames
     assert not all(np.array_equal(a, b) for a, b in zip(frames, different, strict=True))
 
 
@@ -267,7 +268,7 @@ def test_pipeline_mode_breaks_down_stages_and_paces(fer2013: Path, tmp_path: Pat
 
 def test_pipeline_on_a_video_file(fer2013: Path, tmp_path: Path) -> None:
     data = load_fer2013(fer2013, "test", limit_per_class=2)
-    frames, _ = composite_clip(data.images, data.labels, 6)
+    frames = composite_frames(data.images, data.labels, 6).frames
     writer = cv2.VideoWriter(str(tmp_path / "c.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 15, (640, 480))
     for f in frames:
         writer.write(cv2.cvtColor(f, cv2.COLOR_GRAY2BGR))

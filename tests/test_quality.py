@@ -54,7 +54,7 @@ def test_real_photographs_pass_through_the_daemons_frame_path_and_their_dark_cop
         r = path.process(gray)
         assert r.faces and r.poor is not None and not r.poor.any()
         probs, tracks = r.counted()
-        assert len(probs) == len(r.faces)
+        assert len(probs) == len(r.faces) and tracks == r.tracks
         dim = path.process((gray.astype(np.float32) * 0.1).astype(np.uint8))
         if dim.faces:  # the detector may miss a face that dark; when it finds one, it is refused
             assert dim.poor.all() and len(dim.counted()[0]) == 0

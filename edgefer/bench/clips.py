@@ -91,24 +91,6 @@ def composite_frames(
     return Clip(frames, out_labels, out_boxes)
 
 
-def composite_clip(
-    images: np.ndarray,
-    labels: np.ndarray,
-    n_frames: int,
-    size: tuple[int, int] = FRAME_SIZE,
-    faces_per_frame: int = 1,
-    seed: int = 0,
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """640x480 grayscale test frames of dataset faces, and the labels shown in each frame.
-
-    Returns ``(frames, labels)``: uint8 (h, w) arrays, and an int array shaped
-    (n_frames, faces_per_frame) of indices into :data:`edgefer.LABELS`, left to right.
-    See :func:`composite_frames` for the boxes as well.
-    """
-    clip = composite_frames(images, labels, n_frames, size, faces_per_frame, seed)
-    return clip.frames, clip.labels
-
-
 def write_clip(frames: Sequence[np.ndarray], path: Path, fps: float) -> Path:
     """A video file (.avi MJPG, .mp4 mp4v, .mkv) or, for a path without suffix, a PNG folder."""
     import cv2
