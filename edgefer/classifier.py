@@ -140,9 +140,6 @@ class Classifier:
         self._batch = self.input.shape[0]
         self._table = self._convert(np.arange(256, dtype=np.uint8))  # each pixel value's input value
         self.size_bytes = len(data)
-        #: a network that averages a face with its mirror image inside (edgefer-mirror) gives
-        #: both the same answer; mirroring it again would double the cost and change nothing
-        self.mirror_invariant = self._is_mirror_invariant()
 
     @staticmethod
     def _read(path: Path) -> bytes:
@@ -157,29 +154,16 @@ class Classifier:
             raise ModelError(f"{path}: {what}")
         return data
 
-    def _is_mirror_invariant(self) -> bool:
-        """Whether the model answers a face and its mirror image alike, probed on synthetic
-        faces with no symmetry (a diagonal ramp and seeded noise), so no configuration has to
-        declare it. Several probes, because an int8 output can round two confident answers to
-        the same bytes."""
-        ramp = (np.add.outer(np.arange(48) * 3, np.arange(48) * 7) % 256).astype(np.uint8)
-        noise = np.random.default_rng(48).integers(0, 256, (3, 48, 48), dtype=np.uint8)
-        # one face per call: a file whose batch cannot be resized still loads
-        for face in np.concatenate([ramp[None], noise]):
-            if not np.allclose(self._infer(face[None]), self._infer(face[None, :, ::-1]), rtol=0, atol=1e-6):
-                return False
-        return True
-
     @property
     def passes(self) -> int:
         """Inferences per face at most: two when the mirror image may be classified too."""
-        return 2 if self.flip_average and self.flip_margin > 0 and not self.mirror_invariant else 1
+        return 2 if self.flip_average and self.flip_margin > 0 else 1
 
     @property
     def mirroring(self) -> str:
         """Which faces get their mirror image classified too, in words for the log."""
         if self.passes == 1:
-            return "none (mirror-invariant model)" if self.flip_average and self.mirror_invariant else "none"
+            return "none"
         return "every face" if self.flip_margin >= 1 else f"faces whose top-two margin is under {self.flip_margin:g}"
 
     @property
@@ -262,7 +246,6 @@ class Classifier:
             "runtime": self.runtime,
             "threads": self.threads,
             "flip_average": self.flip_average,
-            "mirror_invariant": self.mirror_invariant,
             "flip_margin": self.flip_margin,
             "passes": self.passes,
             "input_dtype": np.dtype(self.input.dtype).name,

@@ -77,8 +77,6 @@ GROUPS = {
 #: single tests slower than the rest of their file, by ``file::name`` (a renamed test drops to
 #: ``unit``: keep these names current)
 TESTS = {
-    # exports a small Keras network with TensorFlow
-    "test_classifier.py::test_a_mirror_invariant_model_is_not_mirrored_twice": "train",
     # a whole candidate-rule benchmark run on 1,200 validation faces
     "test_margins.py::test_a_candidate_rule_is_settled_on_validation_faces_as_the_daemon_runs_each_file": "daemon",
 }

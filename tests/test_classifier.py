@@ -137,25 +137,3 @@ def test_flip_margin_mirrors_only_the_faces_the_model_is_unsure_of(sample) -> No
     assert np.allclose(Classifier(path, flip_average=True, flip_margin=1).predict(faces), both, atol=1e-6)
     with pytest.raises(ValueError, match="flip_margin must lie in"):
         Classifier(path, flip_average=True, flip_margin=-0.1)
-
-
-def test_a_mirror_invariant_model_is_not_mirrored_twice(sample, tmp_path: Path) -> None:
-    """flip_average asks for the mean of a face and its mirror image; a network that computes
-    that mean inside (edgefer-mirror) is recognised from its answers, so the daemon's default
-    does not pay a second inference for nothing, and a plain network still gets its mirror."""
-    pytest.importorskip("tensorflow")
-    from edgefer.train.export import to_tflite
-    from edgefer.train.models import edgefer_cnn, mirrored
-
-    net = mirrored(edgefer_cnn(width=6, blocks=(1, 1, 1), name="trunk"), "edgefer-mirror")
-    faces = sample.images[:12]
-    int8 = to_tflite(net, tmp_path / "m8.tflite", int8=True, calibration=sample.images[:64])
-    for path in (to_tflite(net, tmp_path / "m32.tflite"), int8):
-        flip = Classifier(path, flip_average=True)
-        assert flip.mirror_invariant and flip.passes == flip.describe()["passes"] == 1
-        assert flip.mirroring == "none (mirror-invariant model)"
-        assert np.array_equal(flip.predict(faces), Classifier(path).predict(faces))
-        assert np.allclose(flip.predict(faces[:, :, ::-1]), flip.predict(faces), atol=1e-6)
-    plain = Classifier(MODELS / "paper-int8.tflite", flip_average=True)
-    assert not plain.mirror_invariant and plain.passes == 2 and plain.mirroring == "every face"
-    assert not np.array_equal(plain.predict(faces), Classifier(MODELS / "paper-int8.tflite").predict(faces))
