@@ -132,24 +132,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", help="FER2013 (the validation tenth of its train split is used)")
     p.add_argument("--shots", type=int, default=200, help="faces per evaluation clip")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--model", help="a classifier file in place of the shipped default (a candidate's check)")
     p.add_argument("--out", default="benchmarks/results/estimators")
     args = p.parse_args(argv)
+    cfg = parse(f"[classifier]\nmodel = {json.dumps(args.model)}\n" if args.model else "")
     va = validation_faces(args.data_dir)
     order = np.random.default_rng(0).permutation(len(va))
     a, b = order[: len(order) // 2], order[len(order) // 2 :]
     print(f"validation faces: {len(va)}; fitting on {len(a)}, clips from {len(b)}", flush=True)
-    fit = run_clip(va.images[a], va.labels[a], min(len(a), 3 * args.shots), seed=100)
+    fit = run_clip(va.images[a], va.labels[a], min(len(a), 3 * args.shots), seed=100, cfg=cfg)
     pa, ta = fit.probs, fit.truth
     t = fit_temperature(pa, ta)
     confusion = np.array([pa[ta == k].mean(axis=0) for k in range(pa.shape[1])])
     rows, cover = [], []
     for seed in args.seeds:
-        run = run_clip(va.images[b], va.labels[b], args.shots, seed)
+        run = run_clip(va.images[b], va.labels[b], args.shots, seed, cfg)
         probs, tracks, truth_faces, shown = run.probs, run.tracks, run.truth, run.shown
         truth = np.bincount(shown, minlength=probs.shape[1]) / len(shown)
         l1 = {name: float(np.abs(v - truth).sum()) for name, v in estimates(probs, t, confusion).items()}
         # the published estimator at the daemon's temperature, over the whole clip
-        _, lo, hi = share_intervals(track_rows(calibrate(probs, parse("").classifier.temperature), tracks))
+        _, lo, hi = share_intervals(track_rows(calibrate(probs, cfg.classifier.temperature), tracks))
         found_mix = np.bincount(truth_faces, minlength=probs.shape[1]) / len(truth_faces)
         cover.append({
             "shown": ((lo <= truth) & (truth <= hi)).tolist(),

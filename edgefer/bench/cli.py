@@ -55,7 +55,8 @@ def _common_options(p: argparse.ArgumentParser, clf: ClassifierConfig) -> None:
     p.add_argument(
         "--model",
         action="append",
-        help="a .tflite file; repeat for several (default: every shipped one; in pipeline mode the daemon's model)",
+        help="a .tflite file; repeat for several (default: every shipped one; in pipeline mode the daemon's model; "
+        "in faces and clip modes, the classifier of edgefer's lane, to check a candidate as the daemon would run it)",
     )
     p.add_argument("--peer", action="append", choices=("fer",), help="also measure a peer package where installed")
     p.add_argument(

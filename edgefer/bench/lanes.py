@@ -15,6 +15,7 @@ so a slower or busier machine moves both alike and the ratio holds.
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,17 +50,18 @@ class Seen:
 
 
 class DaemonLane:
-    """edgefer's frame path built as ``edgefer run`` builds it from an empty configuration."""
+    """edgefer's frame path built as ``edgefer run`` builds it from an empty configuration
+    (with ``model``, that classifier file instead of the shipped default: a candidate's check)."""
 
     name = "edgefer"
 
-    def __init__(self, *, stills: bool) -> None:
+    def __init__(self, *, stills: bool, model: str | None = None) -> None:
         from edgefer.config import parse
         from edgefer.faces import build_face_stage
         from edgefer.framepath import FramePath
         from edgefer.service import build_classifier
 
-        cfg = parse("")
+        cfg = parse(f"[classifier]\nmodel = {json.dumps(str(model))}\n" if model else "")
         self.cfg = cfg
         self.classifier = build_classifier(cfg)
         self.path = FramePath(
@@ -138,7 +140,8 @@ def make_lanes(args: argparse.Namespace, *, stills: bool) -> tuple[list[Any], st
     otherwise the reason it is not measured (None when it was not asked for)."""
     from edgefer.bench.peers.fer import FerModelUnavailable, find_fer_model
 
-    lanes: list[Any] = [DaemonLane(stills=stills)]
+    models = getattr(args, "model", None) or []
+    lanes: list[Any] = [DaemonLane(stills=stills, model=models[0] if models else None)]
     if "fer" not in (args.peer or []):
         return lanes, None
     try:
