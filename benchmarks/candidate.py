@@ -7,7 +7,7 @@ faces only (never the test faces):
 The rules in models/HISTORY.md have three parts, each done here the way the rule words it:
 
 1. the candidate's ``flip_margin``: the largest on a 0.01 grid that mirrors at most 15 % of the
-   validation faces (stage 15's rule: 0.12 for the previous default, 0.14 for the current one), so
+   validation faces (stage 15's rule: 0.12 for stage 15, 0.14 for stage 27, 0.11 for stage 28), so
    no margin is picked by its score;
 2. speed: the candidate run as the daemon runs it, the shipped default as it runs, and the paper's
    int8 file, each timed through the runtime's own call (batch 1, one thread) on the same sample of

@@ -106,7 +106,7 @@ class Classifier:
         #: ... but only for faces whose two likeliest emotions lie closer than this (in
         #: probability); 1 mirrors every face. A confident answer is seldom changed by the
         #: mirror image, so most of flip averaging's gain costs a fraction of its inferences
-        #: (the shipped model: about 15 % of faces mirrored at its 0.14, see models/README.md)
+        #: (the shipped model: about 15 % of faces mirrored at its 0.11, see models/README.md)
         if not 0 <= flip_margin <= 1:
             raise ValueError(f"flip_margin must lie in [0, 1], got {flip_margin}")
         self.flip_margin = flip_margin

@@ -182,9 +182,9 @@ class FacesConfig:
 class ClassifierConfig:
     #: a `.tflite` model file. A bare file name names a model shipped inside the package
     #: (`edgefer-dense-int8.tflite`, `edgefer-int8.tflite`, `paper-int8.tflite` and their `-float32` forms);
-    #: anything with a `/` is a path. Empty: the shipped `edgefer-dense-int8.tflite` (74.8 % on FER2013
-    #: PublicTest as the daemon runs it, x0.65 of the paper's int8 file's time; models/README.md). The previous
-    #: default is shipped too: `model = "edgefer-int8.tflite"` with `flip_margin = 0.12`.
+    #: anything with a `/` is a path. Empty: the shipped `edgefer-dense-int8.tflite` (stage 28: trained on faces
+    #: degraded as a camera degrades them; x0.64 of the paper's int8 file's time; models/README.md). Its
+    #: predecessor is shipped too: `model = "edgefer-int8.tflite"` with `flip_margin = 0.12`.
     model: str = ""
     #: a file with the model's labels, one per line in output order (names from angry, happy, sad, neutral).
     #: Empty: `labels.txt` beside the model, else that order.
@@ -206,16 +206,15 @@ class ClassifierConfig:
     max_rate: float = 5.0
     #: also classify each face's mirror image and average the two probabilities: a network errs differently on a
     #: face and its mirror image, so the mean is right more often (0.3 to 1.3 points on FER2013 PublicTest for
-    #: the shipped files, models/README.md), for a second inference per face in the same batch. A model that
-    #: averages the two views inside is recognised when it loads and run once.
+    #: the shipped files, models/README.md), for a second inference per face in the same batch.
     flip_average: bool = True
     #: mirror only the faces whose two likeliest emotions lie closer than this in probability, 0 to 1 (`1`:
     #: every face, `0`: none). A confident answer is seldom changed by the mirror image: on validation faces the
-    #: shipped default mirrors 15 % of faces at 0.14 and keeps all of the gain (76.30 % against 75.77 % for no
-    #: mirror and 76.30 % for every face), at 1.15 inferences per face instead of 2 (`inferences_per_face` in
+    #: shipped default mirrors 15 % of faces at 0.11 and keeps most of the gain (75.44 % against 74.68 % for no
+    #: mirror and 75.54 % for every face), at 1.15 inferences per face instead of 2 (`inferences_per_face` in
     #: the status). Chosen for the shipped default as the largest margin that mirrors at most 15 % of validation
     #: faces; `edgefer-int8.tflite` was given 0.12 the same way. For another model, 1 is the safe choice.
-    flip_margin: float = 0.14
+    flip_margin: float = 0.11
 
     def validate(self) -> None:
         _check(1 <= self.threads <= 16, "threads must lie in 1..16")
