@@ -29,12 +29,12 @@ from edgefer.train.trainer import Recipe
 BUDGET = Recipe(limit_per_class=800, batch_size=32, epochs=6, patience=6)
 ROUNDS, LOCAL_EPOCHS, ALPHA = 6, 1, 0.5
 CLIENTS = (3, 6, 9, 15)
-DP_NOISE = (0.3, 1.0)
+DP_NOISE = (0.001, 0.3, 1.0)
 
 
 def plan() -> list[tuple[str, FedConfig | None]]:
     """Run names and settings in the order they run (None: the centralized run): the
-    client sweep, then DP at noise 1.0 (an epsilon of a few units), then DP at 0.3."""
+    client sweep, then DP at noise multipliers 1.0, 0.3 and 0.001."""
     fed = {
         f"fed{n}-{p}": FedConfig(
             clients=n, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, partition=p, alpha=ALPHA, keep_last=True
@@ -96,6 +96,7 @@ def _summary_row(name: str, report: dict, state: dict) -> dict:
         "int8_test_macro_f1": test.get("macro_f1"),
         "validation_accuracy": report.get("validation", {}).get("accuracy"),
         "best_round": report.get("best_round", report.get("best_epoch")),
+        "diverged": bool(report.get("diverged")),
         "curve": curve,
         "train_curve": train_curve,
         "wall_seconds": report.get("wall_seconds"),
@@ -152,6 +153,8 @@ def markdown(rows: list[dict]) -> str:
         )
         eps = "-" if not r["dp"] else f"{r['dp']['epsilon']:.3g} (z={r['dp']['noise_multiplier']}, C={r['dp']['clip']})"
         minutes = "-" if r["wall_seconds"] is None else f"{r['wall_seconds'] / 60:.1f}"
+        if r.get("diverged"):
+            bn_text = "diverged: non-finite weights, no export"
         lines.append(
             f"| {r['run']} | {r['clients']} | {r['partition']}{skew} | {r['best_round']} | {bn_text} | "
             f"{_pct(r['validation_accuracy'])} | {_pct(r['keras_test_accuracy'])} | {_pct(r['int8_test_accuracy'])} | "
