@@ -309,10 +309,11 @@ def _finish(grid, model, recipe, cfg, state, server_set, test_dir, out, log, exp
         report["validation"] = validate(model, server_set)
     else:
         report["client_bn"], report["validation"] = pooled_bn_if_better(grid, model, config, server_set, log)
-    if not all(np.isfinite(w).all() for w in model.get_weights()):
-        # Noise or a diverged round left NaN/inf weights: the TFLite converter would crash
-        # (int8 calibration on NaN activations), so the run is reported without files.
-        report["diverged"] = "the shipped round's weights are not finite; nothing exported"
+    finite = all(np.isfinite(w).all() for w in model.get_weights())
+    if not finite or not np.isfinite(predict_probs(model, server_set.images)).all():
+        # Noise or a diverged round left weights that give NaN outputs: TFLite's int8
+        # calibration crashes the process on them, so the run is reported without files.
+        report["diverged"] = "the shipped round gives non-finite outputs; nothing exported"
         log(f"{out}: {report['diverged']}")
         fed_report.write_json(out / "report.json", report)
         return report
