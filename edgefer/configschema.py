@@ -198,7 +198,7 @@ class ClassifierConfig:
     #: `shares` use every face's probabilities.
     min_confidence: float = 0.4
     #: probabilities are calibrated as softmax(log p / T) before they are averaged into shares, 0.2 to 5. 1
-    #: (none) won on validation faces through the face path: a fitted T = 0.70 moved the shares further from the
+    #: (none) won on validation faces through the face path: a fitted T = 0.75 moved the shares further from the
     #: truth ([benchmarks/results/estimators.md](../benchmarks/results/estimators.md)).
     temperature: float = 1.0
     #: live cameras: at most this many classification rounds per second, 0 to 120; `0`: every frame with faces.
