@@ -51,19 +51,16 @@ def verdict(ratio: float, max_ratio: float, lower_bound_points: float, max_loss_
 
 
 def plot(times: dict[str, dict], path: Path, title: str) -> None:
-    import matplotlib
+    from edgefer.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(times)
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.barh(names, [times[n]["mean"] for n in names], xerr=[times[n]["std"] for n in names], color="tab:blue")
     ax.set_xlabel("ms per face (runtime call, batch 1, one thread; mean of rounds)")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path, dpi=120)
 
 
 def parse_args(argv: list[str] | None):

@@ -95,10 +95,9 @@ def render(results: list[dict]) -> str:
 
 def plot(results: list[dict], path: str) -> None:
     """Bars of each file's time as a share of the reference's, one group per emulated CPU."""
-    import matplotlib
+    from edgefer.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     files = [Path(f).stem for f in results[0]["files"]]
     fig, ax = plt.subplots(figsize=(7, 3.6))

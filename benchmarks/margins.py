@@ -92,10 +92,9 @@ def markdown(scores: dict[float, dict], times: dict[str, dict], reference: str) 
 
 
 def plot(scores: dict[float, dict], times: dict[str, dict], path: Path, reference: str, default: float) -> None:
-    import matplotlib
+    from edgefer.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ms = [times[f"{m:g}"]["mean"] for m in scores]
     acc = [100 * s["accuracy"] for s in scores.values()]

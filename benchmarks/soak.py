@@ -109,10 +109,9 @@ def soak(workdir: Path, seconds: float, flap_every: float, down_for: float, log=
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
+    from edgefer.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     s = result["samples"]
     t = [x["t"] / 60 for x in s]

@@ -19,11 +19,10 @@ def draw_report(rows: list[dict], out: str | Path, title: str = "edgefer mood") 
 
     With several windows in ``rows`` the shortest one is drawn (it has the most points).
     """
-    import matplotlib
+    from edgefer.figures import pyplot, save
 
-    matplotlib.use("Agg")
+    plt = pyplot()
     import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
 
     window = min(r["window_seconds"] for r in rows)
     rows = sorted((r for r in rows if r["window_seconds"] == window), key=lambda r: r["end"])
@@ -50,7 +49,4 @@ def draw_report(rows: list[dict], out: str | Path, title: str = "edgefer mood") 
         ax.grid(alpha=0.3)
     fig.suptitle(f"{title} ({rows[0]['device']}, {len(rows)} windows of {rows[0]['window']}, UTC)")
     fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
-    return Path(out)
+    return save(fig, out)

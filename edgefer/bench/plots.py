@@ -1,4 +1,4 @@
-"""PNG figures of results (matplotlib, headless): the confusion matrix."""
+"""PNG figures of results (matplotlib, headless through :mod:`edgefer.figures`): the confusion matrix."""
 
 from __future__ import annotations
 
@@ -7,15 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def pyplot():
-    """matplotlib's pyplot on the headless Agg backend: training machines and Pis have no display."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from edgefer.figures import pyplot, save
 
 
 def confusion_png(cm: np.ndarray, labels: Sequence[str], path: str | Path, title: str) -> Path:
@@ -34,7 +26,4 @@ def confusion_png(cm: np.ndarray, labels: Sequence[str], path: str | Path, title
             colour = "white" if norm[i, j] > 0.5 else "black"
             ax.text(j, i, f"{norm[i, j]:.2f}\n({cm[i, j]})", ha="center", va="center", fontsize=7, color=colour)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)

@@ -115,7 +115,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 def clients_png(rows: list[dict[str, Any]], path: str | Path, title: str = "accuracy against clients") -> Path:
     """PublicTest accuracy of the federated runs against their number of clients, with the
     centralized baseline as a line: the picture of what spreading the data costs."""
-    from edgefer.train.plots import pyplot
+    from edgefer.figures import pyplot, save
 
     plt = pyplot()
     fed = sorted((r for r in rows if r["kind"] == "federated"), key=lambda r: r["clients"])
@@ -131,10 +131,7 @@ def clients_png(rows: list[dict[str, Any]], path: str | Path, title: str = "accu
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
 
 
 def compare(paths: list[str], plot: str | None = None) -> str:

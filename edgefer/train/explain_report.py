@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from edgefer import LABELS
+from edgefer.figures import pyplot, save
 from edgefer.train.explain_metrics import summarise
-from edgefer.train.plots import pyplot
 
 #: Ranges the paper quotes from the literature (AD, IC from Grad-CAM++; IAUC, DAUC from Gomez et al. 2022).
 LITERATURE: dict[str, tuple[float, float]] = {
@@ -245,10 +245,7 @@ def overlay_png(
             ax.imshow(maps[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
             ax.set_title(titles[i], fontsize=7)
     fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
 
 
 def curves_png(curves: dict[str, dict[str, list[float]]], path: str | Path, title: str) -> Path:
@@ -266,10 +263,7 @@ def curves_png(curves: dict[str, dict[str, list[float]]], path: str | Path, titl
         ax.grid(alpha=0.3)
     a.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
 
 
 def pick_overlay(labels: np.ndarray, preds: np.ndarray, cls: int, k: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,14 +1,15 @@
 """PNG figures of training: curves and confusion matrices (matplotlib, headless).
 
-The confusion matrix and the headless pyplot are the benchmark's (:mod:`edgefer.bench.plots`),
-so that training and ``edgefer-bench`` draw the same figure from one function.
+The confusion matrix is the benchmark's (:mod:`edgefer.bench.plots`) and the headless pyplot
+:mod:`edgefer.figures`'s, so training and ``edgefer-bench`` draw alike from one place.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from edgefer.bench.plots import confusion_png, pyplot
+from edgefer.bench.plots import confusion_png
+from edgefer.figures import pyplot, save
 
 __all__ = ["confusion_png", "curves_png", "pyplot"]
 
@@ -26,7 +27,4 @@ def curves_png(history: dict[str, list[float]], path: str | Path, title: str) ->
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
