@@ -154,7 +154,7 @@ def markdown(rows: list[dict]) -> str:
         eps = "-" if not r["dp"] else f"{r['dp']['epsilon']:.3g} (z={r['dp']['noise_multiplier']}, C={r['dp']['clip']})"
         minutes = "-" if r["wall_seconds"] is None else f"{r['wall_seconds'] / 60:.1f}"
         if r.get("diverged"):
-            bn_text = "diverged: non-finite weights, no export"
+            bn_text = "diverged: non-finite outputs, no export"
         lines.append(
             f"| {r['run']} | {r['clients']} | {r['partition']}{skew} | {r['best_round']} | {bn_text} | "
             f"{_pct(r['validation_accuracy'])} | {_pct(r['keras_test_accuracy'])} | {_pct(r['int8_test_accuracy'])} | "
