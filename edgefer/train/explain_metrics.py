@@ -12,6 +12,7 @@ faces and pair maps.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 
@@ -81,15 +82,18 @@ def _target_conf(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return probs[np.arange(len(targets)), np.asarray(targets)]
 
 
-def _curves(
+def perturbation_curves(
     f: ProbFn,
     images: np.ndarray,
     saliencies: np.ndarray,
     targets: np.ndarray,
-    steps: int,
-    baseline: float,
+    steps: int = DEFAULT_STEPS,
+    baseline: float = DEFAULT_BASELINE,
+    *,
     insert: bool,
 ) -> np.ndarray:
+    """(N, steps + 1) target-class confidence as pixels are revealed (``insert``) into a blank
+    face, or removed from the face, most salient first."""
     images = np.asarray(images, dtype=np.float32)
     counts = step_counts(images.shape[1] * images.shape[2], steps)
     stack = _perturb(images, saliencies, counts, baseline, insert)
@@ -98,28 +102,9 @@ def _curves(
     return probs[np.arange(n), :, np.asarray(targets)]
 
 
-def insertion_curves(
-    f: ProbFn,
-    images: np.ndarray,
-    saliencies: np.ndarray,
-    targets: np.ndarray,
-    steps: int = DEFAULT_STEPS,
-    baseline: float = DEFAULT_BASELINE,
-) -> np.ndarray:
-    """(N, steps + 1) target-class confidence as pixels are revealed, most salient first."""
-    return _curves(f, images, saliencies, targets, steps, baseline, insert=True)
-
-
-def deletion_curves(
-    f: ProbFn,
-    images: np.ndarray,
-    saliencies: np.ndarray,
-    targets: np.ndarray,
-    steps: int = DEFAULT_STEPS,
-    baseline: float = DEFAULT_BASELINE,
-) -> np.ndarray:
-    """(N, steps + 1) target-class confidence as pixels are removed, most salient first."""
-    return _curves(f, images, saliencies, targets, steps, baseline, insert=False)
+#: the insertion curve (pixels revealed, most salient first) and the deletion curve (removed)
+insertion_curves = partial(perturbation_curves, insert=True)
+deletion_curves = partial(perturbation_curves, insert=False)
 
 
 def curve_auc(curves: np.ndarray, fractions: np.ndarray | None = None) -> np.ndarray:
