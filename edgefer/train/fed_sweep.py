@@ -79,8 +79,9 @@ def _summary_row(name: str, report: dict, state: dict) -> dict:
     fed = report.get("federated", {})
     test = report.get("files", {}).get("int8", {}).get("test", {})
     if fed:
-        curve = [r["val_accuracy"] for r in fed["history"]]
-        train_curve = [r.get("train_accuracy") for r in fed["history"]]
+        history = list({r["round"]: r for r in fed["history"]}.values())  # one row per round
+        curve = [r["val_accuracy"] for r in history]
+        train_curve = [r.get("train_accuracy") for r in history]
     else:  # the centralized run: epoch e is compared with round e
         curve = [None, *state.get("history", {}).get("val_accuracy", [])]
         train_curve = [None, *state.get("history", {}).get("accuracy", [])]
