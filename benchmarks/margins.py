@@ -27,7 +27,8 @@ MARGINS = (0.0, 0.04, 0.08, 0.12, 0.16, 0.2, 0.3, 0.5, 1.0)
 def validation_faces(data_dir: str | None, limit_per_class: int | None = None):
     """The training run's validation tenth (its split and seed), where margins are chosen."""
     from edgefer.datasets import find_root
-    from edgefer.train.trainer import Recipe, train_and_validation
+    from edgefer.train.data import train_and_validation
+    from edgefer.train.recipe import Recipe
 
     return train_and_validation(Recipe(limit_per_class=limit_per_class), str(find_root(data_dir)))[1]
 
