@@ -203,8 +203,8 @@ def test_clip_shares_are_share_intervals_over_the_frame_paths_tracks(fer2013: Pa
     path, order = daemon_path(stills=False)
     acc: dict[int, np.ndarray] = {}
     for frame in clip.frames:
-        reading = path.process(frame, True)
-        for tid, p in zip(reading.tracks, reading.probs if reading.probs is not None else [], strict=False):
+        probs, tracks = path.process(frame, True).counted()  # the quality gate's poor faces do not count
+        for tid, p in zip(tracks, probs, strict=True):
             acc.setdefault(tid, np.zeros(len(LABELS) + 1))
             acc[tid] += [1.0, *p[order]]
     shares, lo, hi = share_intervals(np.array(list(acc.values())).reshape(-1, len(LABELS) + 1))
