@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from edgefer import __version__
@@ -350,22 +352,22 @@ def bench_main(argv: list[str] | None = None) -> int:
     return bench(argv)
 
 
-def train_main(argv: list[str] | None = None) -> int:
+def _train_tool(load: Callable[[], Callable[[list[str] | None], int]], name: str, argv: list[str] | None) -> int:
+    """Run a tool of the train extra, or say how to install it when its imports fail."""
     try:
-        from edgefer.train.cli import main as train
+        tool = load()
     except ImportError as exc:
-        print(f"edgefer-train needs the train extra: pip install 'edgefer[train]' ({exc})", file=sys.stderr)
+        print(f"{name} needs the train extra: pip install 'edgefer[train]' ({exc})", file=sys.stderr)
         return 2
-    return train(argv)
+    return tool(argv)
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    return _train_tool(lambda: importlib.import_module("edgefer.train.cli").main, "edgefer-train", argv)
 
 
 def explain_main(argv: list[str] | None = None) -> int:
-    try:
-        from edgefer.train.explain import main as explain
-    except ImportError as exc:
-        print(f"edgefer-explain needs the train extra: pip install 'edgefer[train]' ({exc})", file=sys.stderr)
-        return 2
-    return explain(argv)
+    return _train_tool(lambda: importlib.import_module("edgefer.train.explain").main, "edgefer-explain", argv)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def test_partition_rejects_impossible_requests() -> None:
 
 def test_settings_round_trip_through_a_flower_run_config() -> None:
     federated = pytest.importorskip("edgefer.train.federated")
-    from edgefer.train.trainer import Recipe
+    from edgefer.train.recipe import Recipe
 
     recipe = Recipe(arch="paper", lr=1e-3, limit_per_class=None, flip=False)
     cfg = federated.FedConfig(clients=6, rounds=4, local_epochs=2, partition="dirichlet", alpha=0.3, dp="central")
@@ -110,7 +110,7 @@ def test_settings_round_trip_through_a_flower_run_config() -> None:
 
 def test_a_federation_refuses_settings_it_cannot_honour() -> None:
     from edgefer.train.federated import refuse_centralized_only
-    from edgefer.train.trainer import Recipe
+    from edgefer.train.recipe import Recipe
 
     refuse_centralized_only(Recipe(mixup=0.4))  # clients do mix their own faces
     with pytest.raises(SystemExit, match=r"centralized training only: --average-from, --lr-floor"):
@@ -121,7 +121,7 @@ def test_a_federation_refuses_settings_it_cannot_honour() -> None:
 
 def test_round_learning_rate_warms_up_then_decays() -> None:
     federated = pytest.importorskip("edgefer.train.federated")
-    from edgefer.train.trainer import Recipe
+    from edgefer.train.recipe import Recipe
 
     recipe = Recipe(lr=2e-3, warmup_fraction=0.15)
     lrs = [federated.round_lr(recipe, r, 20) for r in range(1, 21)]
@@ -138,7 +138,7 @@ def test_written_flower_app_passes_flowers_own_validation(tmp_path: Path) -> Non
 
     from flwr.common.config import validate_config
 
-    from edgefer.train.trainer import Recipe
+    from edgefer.train.recipe import Recipe
 
     toml = federated.write_app(tmp_path / "app", Recipe(), federated.FedConfig(clients=3), data_dir="fer2013")
     doc = tomllib.loads(toml.read_text())
@@ -216,7 +216,7 @@ def test_flower_rounds_produce_the_example_weighted_average_of_client_updates(
     federated = pytest.importorskip("edgefer.train.federated")
     import tensorflow as tf
 
-    from edgefer.train.trainer import Recipe
+    from edgefer.train.recipe import Recipe
 
     try:  # the server side runs in this process; keep it to one core like the clients
         tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -426,7 +426,7 @@ def test_the_rehearsal_server_folder_holds_exactly_the_faces_no_client_trains_on
 ) -> None:
     federated = pytest.importorskip("edgefer.train.federated")
     from edgefer.datasets import load_fer2013, stratified_split
-    from edgefer.train.trainer import Recipe
+    from edgefer.train.recipe import Recipe
 
     recipe = Recipe(val_fraction=0.25)
     n = federated.write_server_set(few_faces, tmp_path / "server", recipe)
@@ -462,7 +462,7 @@ def test_a_real_superlink_with_two_supernodes_trains_and_exports(few_faces: Path
     import time
 
     federated = pytest.importorskip("edgefer.train.federated")
-    from edgefer.train.trainer import Recipe
+    from edgefer.train.recipe import Recipe
 
     bindir = Path(sys.executable).parent
     home = tmp_path / "flwr-home"

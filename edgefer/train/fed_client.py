@@ -27,9 +27,11 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 from edgefer import LABELS, __version__
 from edgefer.datasets import Dataset, load_fer2013, stratified_split
 from edgefer.train import partition as part
+from edgefer.train.average import recalibrate_bn
+from edgefer.train.data import make_dataset
 from edgefer.train.fed_config import round_lr
 from edgefer.train.fed_records import bn_statistics, model_arrays, require_all, set_arrays, to_numpy
-from edgefer.train.trainer import Recipe, make_dataset, recalibrate_bn
+from edgefer.train.recipe import Recipe
 
 #: Environment variables a simulated client inherits from the simulation runner.
 ENV_DATA = "EDGEFER_FER2013"

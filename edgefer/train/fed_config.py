@@ -1,7 +1,7 @@
 """Settings of a federated run and how they travel as a Flower run config.
 
 A Flower run config holds flat scalars with dashed keys; the centralized
-:class:`~edgefer.train.trainer.Recipe` and the federation's :class:`FedConfig` are packed
+:class:`~edgefer.train.recipe.Recipe` and the federation's :class:`FedConfig` are packed
 into one such dict (and unpacked on the server of a deployment) by the functions here.
 """
 
@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from edgefer.train import partition as part
-from edgefer.train.trainer import Recipe
+from edgefer.train.recipe import Recipe
 
 DP_MODES = ("none", "central")
 #: The delta at which a run's epsilon is reported. Client-level DP over a federation of

@@ -25,9 +25,11 @@ from edgefer import LABELS
 from edgefer.datasets import Dataset
 from edgefer.metrics import summary
 from edgefer.train import fed_report
+from edgefer.train.data import predict_probs, validate
 from edgefer.train.fed_config import FedConfig, refuse_centralized_only, run_config, same_run
 from edgefer.train.fed_records import model_arrays, pool_bn_statistics, set_arrays, to_numpy
-from edgefer.train.trainer import Recipe, predict_probs, start_from, validate
+from edgefer.train.recipe import Recipe
+from edgefer.train.warmstart import start_from
 
 #: A Pi may need an hour or more for a round of local epochs; a reply that takes longer
 #: than this is treated as lost.
@@ -293,8 +295,8 @@ def serve(
 def _finish(grid, model, recipe, cfg, state, server_set, test_dir, out, log, export_to, config, extra) -> dict:
     """Best round -> client statistics -> validation, test, figures, TFLite and report.json."""
     from edgefer.train import fed_privacy
+    from edgefer.train.finalize import evaluate_and_export
     from edgefer.train.models import count_flops
-    from edgefer.train.trainer import evaluate_and_export
 
     with np.load(out / "best.npz") as z:
         set_arrays(model, dict(z))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefer.train.fed_config import DP_DELTA, FedConfig
-from edgefer.train.trainer import Recipe
+from edgefer.train.recipe import Recipe
 
 #: The budget: 800 faces per class (3200; 10 % of them the server's hold-out), batches of 32,
 #: 6 rounds of one local epoch, i.e. 6 passes over the 2880 client faces (the centralized
@@ -60,7 +60,7 @@ def _clip_from(runs: Path) -> float:
 
 def _one(name: str, cfg: FedConfig | None, data_dir: str, runs: Path, log) -> None:
     from edgefer.train import federated
-    from edgefer.train.trainer import train
+    from edgefer.train.fit import train
 
     out = runs / name
     t0 = time.monotonic()

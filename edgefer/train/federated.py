@@ -13,7 +13,7 @@ The server opens no client's data. It owns a labelled set of its own, disjoint f
 clients' faces, on which it validates each round, keeps the best and calibrates the int8
 export; batch-norm statistics come from the clients in a final statistics round.
 
-The model recipe is the centralized :class:`~edgefer.train.trainer.Recipe`. Its ``epochs``
+The model recipe is the centralized :class:`~edgefer.train.recipe.Recipe`. Its ``epochs``
 and ``patience`` are not used here (``rounds`` x ``local_epochs`` replace them); its
 one-cycle learning rate is applied at round granularity by :func:`round_lr`.
 """
@@ -45,7 +45,7 @@ from edgefer.train.fed_config import (
 from edgefer.train.fed_records import model_arrays, pool_bn_statistics, set_arrays, to_numpy
 from edgefer.train.fed_report import quiet_flower
 from edgefer.train.fed_server import ROUND_TIMEOUT_S, RecordingFedAvg, make_strategy, serve
-from edgefer.train.trainer import Recipe
+from edgefer.train.recipe import Recipe
 
 __all__ = [
     "DP_DELTA",
