@@ -77,29 +77,28 @@ Options:
 EOF
 }
 
+# An option that takes a value must be followed by one: called with the
+# arguments left, it refuses the command line (usage, exit 2) when none follows.
+need_value() {
+    (($# >= 2)) || { usage >&2; exit 2; }
+}
+
 while (($#)); do
+    # --opt=value is read as --opt value.
+    case $1 in
+        --extras=* | --numpy=* | --python=* | --prefix=*)
+            set -- "${1%%=*}" "${1#*=}" "${@:2}" ;;
+    esac
     case $1 in
         --dry-run) DRY_RUN=1 ;;
         --uninstall) UNINSTALL=1 ;;
         --purge) PURGE=1 ;;
         --with-broker) WITH_BROKER=1 ;;
         --no-start) NO_START=1 ;;
-        --extras)
-            (($# >= 2)) || { usage >&2; exit 2; }
-            EXTRAS=$2; shift ;;
-        --extras=*) EXTRAS=${1#*=} ;;
-        --numpy)
-            (($# >= 2)) || { usage >&2; exit 2; }
-            NUMPY_MODE=$2; shift ;;
-        --numpy=*) NUMPY_MODE=${1#*=} ;;
-        --python)
-            (($# >= 2)) || { usage >&2; exit 2; }
-            PYTHON=$2; shift ;;
-        --python=*) PYTHON=${1#*=} ;;
-        --prefix)
-            (($# >= 2)) || { usage >&2; exit 2; }
-            ROOT=$2; PREFIX_GIVEN=1; shift ;;
-        --prefix=*) ROOT=${1#*=}; PREFIX_GIVEN=1 ;;
+        --extras) need_value "$@"; EXTRAS=$2; shift ;;
+        --numpy) need_value "$@"; NUMPY_MODE=$2; shift ;;
+        --python) need_value "$@"; PYTHON=$2; shift ;;
+        --prefix) need_value "$@"; ROOT=$2; PREFIX_GIVEN=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) printf 'error: unknown option: %s\n\n' "$1" >&2; usage >&2; exit 2 ;;
     esac
