@@ -59,6 +59,8 @@ RECIPE_OPTIONS: dict[str, tuple[str, dict]] = {
     "quant_aware": ("fine-tune --init-from with int8 rounding simulated (batch norm frozen)", ON_OFF),
     "camera": ("shrink, blur, dim or brighten and add noise to SHARE of the student's faces, as a camera does, "
                "after the teachers have labelled the clean face (0: off)", SHARE),
+    "framed": ("show SHARE of the student's faces as the daemon's face stage crops them from a frame, after the "
+               "teachers have labelled the clean face (0: off)", SHARE),
 }  # fmt: skip
 SPLIT = ("val_fraction", "seed", "limit_per_class")  # what picks the validation faces
 RUN = {

@@ -35,13 +35,20 @@ def mixup(x, y, alpha: float):
     return lx * x + (1.0 - lx) * tf.gather(x, partner), ly * y + (1.0 - ly) * tf.gather(y, partner)
 
 
-def make_dataset(images: np.ndarray, onehot: np.ndarray, r: Recipe, *, train: bool):
+def make_dataset(images: np.ndarray, onehot: np.ndarray, r: Recipe, *, train: bool, framed: np.ndarray | None = None):
     """Batches of uint8 faces scaled to [0, 1] with their targets; for training, shuffled and
     augmented in the order that keeps each step honest: warps, mixup, then the teachers label
-    what the student will see, and only then the camera degrades the student's copy."""
+    what the student will see, and only then the camera degrades the student's copy.
+
+    ``framed``: each face as the daemon's face stage crops it (edgefer.train.framed). It
+    travels as a second channel, so the warps and mixup move it with the clean face; the
+    teachers label the clean channel and the student reads the framed one for ``r.framed``
+    of the faces."""
     import tensorflow as tf
 
     x = images.astype(np.float32)[..., None] / 255.0
+    if framed is not None:
+        x = np.concatenate([x, framed.astype(np.float32)[..., None] / 255.0], axis=-1)
     ds = tf.data.Dataset.from_tensor_slices((x, onehot))
     if train:
         ds = ds.shuffle(len(x), seed=r.seed, reshuffle_each_iteration=True)
@@ -53,10 +60,20 @@ def make_dataset(images: np.ndarray, onehot: np.ndarray, r: Recipe, *, train: bo
             ds = ds.map(lambda a, b: mixup(a, b, r.mixup), num_parallel_calls=tf.data.AUTOTUNE)
         if r.teachers and r.distill > 0:
             target = teacher_targets(r.teachers, r.distill, flip=r.teacher_flip)
-            ds = ds.map(lambda a, b: (a, target(a, b)), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.map(lambda a, b: (a, target(a[..., :1], b)), num_parallel_calls=tf.data.AUTOTUNE)
+        if framed is not None:
+            ds = ds.map(lambda a, b: (student_view(a, r.framed), b), num_parallel_calls=tf.data.AUTOTUNE)
         if r.camera > 0:
             ds = ds.map(lambda a, b: (augment_mod.camera_degrade(a, r.camera), b), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def student_view(x, p: float):
+    """The framed channel of a two-channel batch for a share ``p`` of the faces, else the clean one."""
+    import tensorflow as tf
+
+    pick = tf.random.uniform([tf.shape(x)[0], 1, 1, 1]) < p
+    return tf.where(pick, x[..., 1:], x[..., :1])
 
 
 def predict_probs(model, images: np.ndarray, *, flip_average: bool = False, batch: int = 256) -> np.ndarray:

@@ -173,7 +173,12 @@ def train(
     log(f"train {len(tr)} images {tr.class_counts()}, "
         + ("no validation part: a refit, the last epoch ships" if refit else f"validation {len(va)}"))  # fmt: skip
     images, targets = training_faces(tr, recipe, data_dir, log)
-    ds_tr = make_dataset(images, targets, recipe, train=True)
+    framed = None
+    if recipe.framed > 0:
+        from edgefer.train.framed import cached_framed_faces
+
+        framed, _ = cached_framed_faces(images, out / "framed.npz", recipe.seed, log)
+    ds_tr = make_dataset(images, targets, recipe, train=True, framed=framed)
     ds_va = (
         None
         if refit

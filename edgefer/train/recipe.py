@@ -82,12 +82,16 @@ class Recipe:
     # are shrunk, blurred, dimmed or brightened and made noisy after the teachers have
     # labelled the clean face. 0 turns it off.
     camera: float = 0.0
+    # Detector framing (edgefer/train/framed.py): the share of the student's faces shown as
+    # the daemon's face stage crops them from a frame, the teachers labelling the clean face.
+    # 0 turns it off.
+    framed: float = 0.0
 
     def check(self) -> None:
         """Refuse settings no run can use, naming the option; called before any data is read."""
         if not 0 <= self.val_fraction < 1:
             raise TrainError(f"--val-fraction {self.val_fraction}: must be at least 0 and below 1")
-        for name in ("erase", "camera"):
+        for name in ("erase", "camera", "framed"):
             if not 0 <= getattr(self, name) <= 1:
                 raise TrainError(f"--{name} {getattr(self, name)}: a share of the training faces, from 0 to 1")
         if self.quant_aware and not self.init_from:
