@@ -140,12 +140,27 @@ def test_weight_average_is_the_mean_of_its_snapshots(tmp_path: Path) -> None:
         WeightAverage().weights()
 
 
-def test_a_soup_ships_the_average_only_when_validation_prefers_it(few_faces: Path, tmp_path: Path) -> None:
+def test_a_soup_ships_the_average_only_when_validation_prefers_it(
+    few_faces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import keras
 
+    from edgefer.train import average
     from edgefer.train.models import build
     from edgefer.train.recipe import Recipe, TrainError
     from edgefer.train.soup import soup
+
+    # The average's batch norm is recomputed on warped faces, 120 batches of 128 by default
+    # (three quarters of this test's time); a few batches over the few faces are warps enough
+    # to decide on, and what is asserted below is the keep-or-discard rule and its weights.
+    recalibrate_bn = average.recalibrate_bn
+    recalibrated: list[dict] = []
+
+    def fewer_batches(model, images, **kwargs) -> None:
+        recalibrated.append(kwargs)
+        recalibrate_bn(model, images, **{**kwargs, "batches": 4})
+
+    monkeypatch.setattr(average, "recalibrate_bn", fewer_batches)
 
     # Two models of one basin: the second is the first nudged, as fine-tuning would.
     keras.utils.set_random_seed(3)
@@ -163,6 +178,7 @@ def test_a_soup_ships_the_average_only_when_validation_prefers_it(few_faces: Pat
 
     entry = report["average"]
     assert entry["epochs"] == 2 and entry["ingredients"] == [str(p) for p in paths]
+    assert [kw.get("augment") for kw in recalibrated] == [recipe]  # once, on faces warped as in training
     assert sum(line.startswith(str(p)) and ": validation" in line for p in paths for line in lines) == 2
     assert any(line.startswith("average of 2 models: validation") for line in lines)
     assert entry["kept"] == (entry["validation"] > max(entry["ingredient_validation"]))
@@ -662,6 +678,9 @@ def test_the_short_reproduction_runs_every_stage_and_resumes_by_skipping(fer2013
     last = json.loads((out / "stage28" / "state.json").read_text())["recipe"]  # the camera round
     assert last["init_from"].endswith("stage27/edgefer-dense-mirror.keras") and last["camera"] == 0.5
     assert last["teachers"][0].endswith("stage27/edgefer-dense-mirror.keras")
+    last = json.loads((out / "stage29" / "state.json").read_text())["recipe"]  # the framing round
+    assert last["init_from"].endswith("stage28/edgefer-dense-mirror.keras") and last["framed"] == 0.5
+    assert last["teachers"][0].endswith("stage27/edgefer-dense-mirror.keras") and last["camera"] == 0.5
     probs = Classifier(out / "edgefer-dense-int8.tflite").predict(load_fer2013(data, "test").images)
     assert probs.shape == (40, 4)
     assert not (out / "stage21" / "edgefer-dense-mirror-int8.tflite").exists()  # only the last stage exports
