@@ -1,6 +1,6 @@
 """``edgefer-train reproduce``: the shipped default, ``edgefer-dense-int8.tflite``, from FER2013.
 
-The default is stage 28 of models/HISTORY.md, and each of its rounds started from the one
+The default is stage 29 of models/HISTORY.md, and each of its rounds started from the one
 before, so reproducing it means replaying that lineage. Rounds that did not lead to it (stages
 3-6, 8-18, 22, 24, 26) are left out: stage 7 starts from stage 2, stage 23 from stage 21.
 
@@ -17,6 +17,7 @@ stage  architecture         epochs start from teachers (share 0.8 unless said)  
 25     edgefer-dense-mirror 14     23         7, fer; weight average from epoch 3      ~27 min*
 27     edgefer-dense-mirror 14     25         7, fer; + dropped faces                  ~27 min*
 28     edgefer-dense-mirror 6      27         27, fer; + camera degradation (0.5)      ~63 min
+29     edgefer-dense-mirror 3      28         27, fer; + camera 0.5, framed 0.5        ~13 min
 ====== ==================== ====== ========== ======================================== =========
 
 About 9 hours on the 2-core development machine (about 18 CPU core-hours): the sum of the
@@ -83,6 +84,15 @@ STAGES = (
     # stage 28: stage 27 taught by itself and fer on clean faces while it reads them degraded as a
     # camera degrades them (edgefer/train/augment.py); measured under load on 2 shared cores
     Stage(28, dict(_TAUGHT, arch=_PAIR, epochs=6, lr=2e-4, warmup_fraction=0.07, camera=0.5), 27, (27, "fer"), 63),
+    # stage 29: stage 28 shown half of its faces as the daemon's face stage crops them from a frame
+    # (edgefer/train/framed.py), still taught by stage 27 and fer on the clean face
+    Stage(
+        29,
+        dict(_TAUGHT, arch=_PAIR, epochs=3, lr=2e-4, warmup_fraction=0.07, camera=0.5, framed=0.5),
+        28,
+        (27, "fer"),
+        13,
+    ),
 )
 #: what the short form changes in every stage: one epoch on a few faces per class
 SHORT = dict(epochs=1, limit_per_class=20, batch_size=32)
