@@ -12,7 +12,6 @@ faces and pair maps.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial
 
 import numpy as np
 
@@ -80,31 +79,6 @@ def deletion_images(
 def _target_conf(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     probs = np.asarray(probs)
     return probs[np.arange(len(targets)), np.asarray(targets)]
-
-
-def perturbation_curves(
-    f: ProbFn,
-    images: np.ndarray,
-    saliencies: np.ndarray,
-    targets: np.ndarray,
-    steps: int = DEFAULT_STEPS,
-    baseline: float = DEFAULT_BASELINE,
-    *,
-    insert: bool,
-) -> np.ndarray:
-    """(N, steps + 1) target-class confidence as pixels are revealed (``insert``) into a blank
-    face, or removed from the face, most salient first."""
-    images = np.asarray(images, dtype=np.float32)
-    counts = step_counts(images.shape[1] * images.shape[2], steps)
-    stack = _perturb(images, saliencies, counts, baseline, insert)
-    n, k = stack.shape[:2]
-    probs = np.asarray(f(stack.reshape(n * k, *images.shape[1:]))).reshape(n, k, -1)
-    return probs[np.arange(n), :, np.asarray(targets)]
-
-
-#: the insertion curve (pixels revealed, most salient first) and the deletion curve (removed)
-insertion_curves = partial(perturbation_curves, insert=True)
-deletion_curves = partial(perturbation_curves, insert=False)
 
 
 def curve_auc(curves: np.ndarray, fractions: np.ndarray | None = None) -> np.ndarray:
