@@ -452,6 +452,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
 @pytest.mark.train
 @pytest.mark.slow
 def test_a_real_superlink_with_two_supernodes_trains_and_exports(few_faces: Path, tmp_path: Path) -> None:
@@ -488,7 +498,13 @@ def test_a_real_superlink_with_two_supernodes_trains_and_exports(few_faces: Path
     try:
         start("superlink", "flower-superlink", "--insecure", "--port", str(port),
               "--disable-runtime-dependency-installation")  # fmt: skip
-        time.sleep(3)  # the SuperLink has no readiness signal; SuperNodes retry anyway
+        # The SuperLink has no readiness signal of its own; its HTTP server listens once it has
+        # started (SuperNodes retry anyway, `flwr run` does not).
+        deadline = time.monotonic() + 60
+        while not _listening(port):
+            alive = procs[0].poll() is None and time.monotonic() < deadline
+            assert alive, f"the SuperLink is not listening: {(logs / 'superlink.log').read_text()[-2000:]}"
+            time.sleep(0.1)
         for i in range(2):
             node = f'data-dir="{few_faces}" partition-id={i} num-partitions=2'
             start(f"supernode{i}", "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{port}",
