@@ -198,10 +198,13 @@ class ClassifierConfig:
     #: a face whose top probability is below this counts as `uncertain` in `counts`, 0 to below 1. The published
     #: `shares` use every face's probabilities.
     min_confidence: float = 0.4
-    #: probabilities are calibrated as softmax(log p / T) before they are averaged into shares, 0.2 to 5. 1
-    #: (none) won on validation faces through the face path: a fitted T = 0.75 moved the shares further from the
-    #: truth ([benchmarks/results/estimators.md](../benchmarks/results/estimators.md)).
-    temperature: float = 1.0
+    #: probabilities are sharpened (below 1) or softened as softmax(log p / T) before they are counted and
+    #: averaged into shares, 0.2 to 5. The network's probabilities are soft, and their plain mean leans toward
+    #: the mix it was trained on: in a room of other mixes (a party, a single person) the shares were 0.41 L1 from
+    #: the truth. 0.2 (close to counting labels) had the lowest L1 over clips of training-split faces of every
+    #: kind of mix; 1 is the plain mean, best only when a room's mix is FER2013's
+    #: ([benchmarks/results/mixes.md](../benchmarks/results/mixes.md)).
+    temperature: float = 0.2
     #: live cameras: at most this many classification rounds per second, 0 to 120; `0`: every frame with faces.
     #: A recording or folder is analysed whole.
     max_rate: float = 5.0
