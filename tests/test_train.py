@@ -20,6 +20,26 @@ pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.train
 
 
+@pytest.fixture
+def few_bn_batches(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """A weight average's batch norm recomputed on 4 warped batches instead of the default 120
+    of 128 faces, which took most of the time of the tests that average (on a training part of
+    144 faces); what those tests assert is the keep-or-discard rule and the weights it ships.
+    Returns the keyword arguments of every call of the average's module, to check that it ran
+    once, on warped faces. The precise BN of finalize (clean faces) keeps its own binding."""
+    from edgefer.train import average, finalize  # noqa: F401  (finalize binds the real function first)
+
+    recalibrate_bn = average.recalibrate_bn
+    calls: list[dict] = []
+
+    def fewer_batches(model, images, **kwargs) -> None:
+        calls.append(kwargs)
+        recalibrate_bn(model, images, **({**kwargs, "batches": 4} if kwargs.get("augment") else kwargs))
+
+    monkeypatch.setattr(average, "recalibrate_bn", fewer_batches)
+    return calls
+
+
 def test_architectures_keep_the_budget() -> None:
     from edgefer.train.models import build, count_flops
 
@@ -38,16 +58,27 @@ def test_architectures_keep_the_budget() -> None:
         build("edgefer-wide")
 
 
-def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: Path) -> None:
+def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: Path, few_bn_batches) -> None:
     import keras
 
     from edgefer.train.average import WeightAverage
     from edgefer.train.fit import train
     from edgefer.train.recipe import Recipe, TrainError
 
+    # FER2013 train (the recipe takes 40 faces per class) and 100 faces per class of PublicTest:
+    # each finished run scores both files three ways on the test split, and all 2,622 faces
+    # took a quarter of the test's time; the agreement bounds below are shares of the faces.
+    data = tmp_path / "fer2013"
+    data.mkdir()
+    (data / "train").symlink_to(fer2013 / "train")
+    for label in ("angry", "happy", "sad", "neutral"):
+        (data / "test" / label).mkdir(parents=True)
+        for face in sorted((fer2013 / "test" / label).iterdir())[:100]:
+            (data / "test" / label / face.name).symlink_to(face)
     lines: list[str] = []
     recipe = Recipe(arch="edgefer", epochs=1, batch_size=32, limit_per_class=40, patience=5)
-    report = train(recipe, str(fer2013), tmp_path / "run", log=lines.append)
+    report = train(recipe, str(data), tmp_path / "run", log=lines.append)
+    assert report["keras_test"]["n"] == 400
     assert any(line.startswith("epoch 1/1") for line in lines)
     assert (tmp_path / "run" / "curves.png").stat().st_size > 10_000
     assert (tmp_path / "run" / "confusion-int8.png").stat().st_size > 10_000
@@ -84,10 +115,10 @@ def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: P
     # averages its weights, so the resumed call must continue the same average.
     two = Recipe(**{**recipe.__dict__, "epochs": 2, "lr_floor": 1.0, "average_from": 1})
     run2 = tmp_path / "run2"
-    assert train(two, str(fer2013), run2, log=lines.append, stop_after=1) == {"resumable": True, "epoch": 1}
+    assert train(two, str(data), run2, log=lines.append, stop_after=1) == {"resumable": True, "epoch": 1}
     assert WeightAverage.load(run2 / "average.npz").count == 1
     lines.clear()
-    report = train(two, str(fer2013), run2, log=lines.append)
+    report = train(two, str(data), run2, log=lines.append)
     assert any("resuming from" in line and "after epoch 1" in line for line in lines)
     assert any(line.startswith("epoch 2/2") for line in lines)
     assert not any(line.startswith("epoch 1/2") for line in lines)
@@ -98,12 +129,13 @@ def test_tiny_training_exports_both_files_and_resumes(fer2013: Path, tmp_path: P
     # exactly when it beats the best epoch.
     entry, mean = report["average"], WeightAverage.load(run2 / "average.npz")
     assert entry["epochs"] == mean.count == 2
+    assert [kw.get("augment") for kw in few_bn_batches] == [two]  # once, on faces warped as in training
     assert any(line.startswith("average of 2 epochs: validation") for line in lines)
     assert entry["kept"] == (entry["validation"] > entry["best_epoch_validation"])
     kernel = keras.models.load_model(run2 / "best.keras", compile=False).get_layer("emotion").get_weights()[0]
     assert any(np.array_equal(kernel, w) for w in mean.weights()) == entry["kept"]
     with pytest.raises(TrainError, match=r"another recipe \(lr\)"):
-        train(Recipe(**{**two.__dict__, "lr": 0.1}), str(fer2013), tmp_path / "run2", log=lines.append)
+        train(Recipe(**{**two.__dict__, "lr": 0.1}), str(data), tmp_path / "run2", log=lines.append)
 
 
 def test_precise_bn_weighs_every_clean_face_once() -> None:
@@ -141,26 +173,13 @@ def test_weight_average_is_the_mean_of_its_snapshots(tmp_path: Path) -> None:
 
 
 def test_a_soup_ships_the_average_only_when_validation_prefers_it(
-    few_faces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    few_faces: Path, tmp_path: Path, few_bn_batches
 ) -> None:
     import keras
 
-    from edgefer.train import average
     from edgefer.train.models import build
     from edgefer.train.recipe import Recipe, TrainError
     from edgefer.train.soup import soup
-
-    # The average's batch norm is recomputed on warped faces, 120 batches of 128 by default
-    # (three quarters of this test's time); a few batches over the few faces are warps enough
-    # to decide on, and what is asserted below is the keep-or-discard rule and its weights.
-    recalibrate_bn = average.recalibrate_bn
-    recalibrated: list[dict] = []
-
-    def fewer_batches(model, images, **kwargs) -> None:
-        recalibrated.append(kwargs)
-        recalibrate_bn(model, images, **{**kwargs, "batches": 4})
-
-    monkeypatch.setattr(average, "recalibrate_bn", fewer_batches)
 
     # Two models of one basin: the second is the first nudged, as fine-tuning would.
     keras.utils.set_random_seed(3)
@@ -178,7 +197,7 @@ def test_a_soup_ships_the_average_only_when_validation_prefers_it(
 
     entry = report["average"]
     assert entry["epochs"] == 2 and entry["ingredients"] == [str(p) for p in paths]
-    assert [kw.get("augment") for kw in recalibrated] == [recipe]  # once, on faces warped as in training
+    assert [kw.get("augment") for kw in few_bn_batches] == [recipe]  # once, on faces warped as in training
     assert sum(line.startswith(str(p)) and ": validation" in line for p in paths for line in lines) == 2
     assert any(line.startswith("average of 2 models: validation") for line in lines)
     assert entry["kept"] == (entry["validation"] > max(entry["ingredient_validation"]))
