@@ -9,9 +9,10 @@ into a frame at a random size and place, runs the daemon's face stage at its def
 and keeps the crop the stage makes of it, so the student can be shown that crop while the
 teachers label the clean face (``Recipe.framed``).
 
-Sizes and backgrounds differ from the composited clips the benchmarks score on (sides 72-240
-px on fresh textures, one face per frame, no motion), so what the student learns is the
-detector's framing, not the clips' look.
+The frames are not the composited clips the benchmarks score on: sides of 72-240 px against
+their 100-160, one still face per frame, the same kind of texture drawn afresh every 32 faces.
+What the student is shown is the detector's framing over a wide range of sizes, not one clip's
+look.
 """
 
 from __future__ import annotations
