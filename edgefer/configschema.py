@@ -195,8 +195,8 @@ class ClassifierConfig:
     #: 0.33 ms of CPU per frame with 1, 0.54 with 2), and leaves the Pi's other cores to capture
     #: and detection. Raise it only for many faces per frame.
     threads: int = 1
-    #: a face whose top probability is below this counts as `uncertain` in `counts`, 0 to below 1. The published
-    #: `shares` use every face's probabilities.
+    #: a face whose top probability (after `temperature`) is below this counts as `uncertain` in `counts`, 0 to
+    #: below 1. The published `shares` use every face's probabilities.
     min_confidence: float = 0.4
     #: probabilities are sharpened (below 1) or softened as softmax(log p / T) before they are counted and
     #: averaged into shares, 0.2 to 5. The network's probabilities are soft, and their plain mean leans toward
