@@ -6,10 +6,12 @@ reference ("Every key") is generated from these comments and the defaults
 ``deploy/edgefer.toml`` disagree with the schema. Reading a TOML file into these classes,
 with errors that name the file, the line and the key, is ``edgefer.config``.
 
-``validate()`` checks one table's values and fills in what an empty value means; the
-checks are about values, but ``Config.validate`` also reads the host name and
-``$STATE_DIRECTORY`` for the defaults, looks at the state directory's path, and
-``MqttConfig.validate`` checks that named files exist.
+A number key's accepted values are part of its declaration (``Annotated[int, Range(1, 16)]``)
+and :meth:`Table.validate` checks every such range the same way, with the same wording; a
+table's own ``check()`` adds what relates keys to each other or is more than a range, and
+fills in what an empty value means. Those checks are about values, but ``Config.check`` also
+reads the host name and ``$STATE_DIRECTORY`` for the defaults, looks at the state directory's
+path, and ``MqttConfig.check`` checks that named files exist.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import socket
 from dataclasses import dataclass, field
 from functools import cached_property, reduce
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_type_hints
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DURATION_RE = re.compile(r"^(\d+)\s*([smhd]?)$")
@@ -75,6 +77,50 @@ def _span(seconds: int) -> str:
     return f"{seconds}s"
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a number key accepts, declared with the key: ``low`` to ``high``, either end
+    excluded when ``*_open``. A float outside it, inf and nan included, is refused."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+    #: the error speaks of a number of seconds (a finite one: inf would switch off what the
+    #: key protects, a watchdog that never fires, a retry that never comes)
+    seconds: bool = False
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return math.isfinite(value) and above and below
+
+    def error(self, key: str, value: float, whole: bool) -> str:
+        if self.seconds:
+            return f"{key} must be a finite number of seconds from {self.low:g} to {self.high:g}, got {value!r}"
+        if whole:
+            return f"{key} must lie in {self.low:g}..{self.high:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"{key} must lie in {left}{self.low:g}, {self.high:g}{right}"
+
+
+class Table:
+    """One TOML table. :meth:`validate` checks every key declared with a :class:`Range`, then
+    the table's own :meth:`check`; edgefer.config calls it once the file's values are in."""
+
+    def validate(self) -> None:
+        hints = get_type_hints(type(self), include_extras=True)
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            hint = hints[f.name]
+            for bound in getattr(hint, "__metadata__", ()):
+                value = getattr(self, f.name)
+                _check(bound.holds(value), bound.error(f.name, value, hint.__origin__ is int))
+        self.check()
+
+    def check(self) -> None:
+        """What relates this table's keys to each other, or is more than a range."""
+
+
 #: the shortest bucket the mood windows may be counted in, and the most buckets the longest
 #: window may hold: 1-second buckets of a 7-day window cost 7.8 MB of memory at once and
 #: megabytes of state on every save
@@ -95,7 +141,7 @@ def _topic_prefix(key: str, value: str) -> None:
 
 
 @dataclass
-class SourceConfig:
+class SourceConfig(Table):
     #: `auto`, `picamera2`, `opencv`, `folder` or `demo`. `auto`: the Pi camera if picamera2 sees one, else a
     #: folder if `device` is a directory, else OpenCV on `device`; never the demo (see [the
     #: camera](#the-camera)).
@@ -104,19 +150,19 @@ class SourceConfig:
     #: password in a URL are shown as `***` in logs, status and stats). folder: a directory of images.
     device: str = "0"
     #: frame width, 16 to 4096.
-    width: int = 640
+    width: Annotated[int, Range(16, 4096)] = 640
     #: frame height, 16 to 4096.
-    height: int = 480
+    height: Annotated[int, Range(16, 4096)] = 480
     #: frame rate requested from a camera (and used for folders), above 0 and at most 120.
-    fps: float = 15.0
+    fps: Annotated[float, Range(0, 120, low_open=True)] = 15.0
     #: files and folders: play at their own frame rate; `false`: as fast as possible.
     pace: bool = True
     #: files and folders: start again at the end instead of finishing.
     loop: bool = False
     #: a live source without a frame for this long is reopened; 0.1 to 600.
-    stall_seconds: float = 5.0
+    stall_seconds: Annotated[float, Range(0.1, 600, seconds=True)] = 5.0
     #: first wait before reopening a failed source; doubles on every failure; 0.1 to 600.
-    retry_initial_seconds: float = 1.0
+    retry_initial_seconds: Annotated[float, Range(0.1, 600, seconds=True)] = 1.0
     #: longest wait between reopening attempts; from `retry_initial_seconds` to 3600.
     retry_max_seconds: float = 60.0
     #: the watchdog policy: while no frame arrives, systemd's watchdog is fed for this long after the last frame
@@ -124,15 +170,11 @@ class SourceConfig:
     #: (see [the camera](#the-camera)). From `stall_seconds` to 86400; above a minute under the shipped unit.
     watchdog_grace_seconds: float = 300.0
 
-    def validate(self) -> None:
+    def check(self) -> None:
         _check(
             self.kind in ("auto", "picamera2", "opencv", "folder", "demo"),
             "kind must be one of auto, picamera2, opencv, folder, demo",
         )
-        _check(16 <= self.width <= 4096 and 16 <= self.height <= 4096, "width and height must lie in 16..4096")
-        _check(0 < self.fps <= 120, "fps must lie in (0, 120]")
-        _seconds("stall_seconds", self.stall_seconds, 0.1, 600)
-        _seconds("retry_initial_seconds", self.retry_initial_seconds, 0.1, 600)
         _seconds("retry_max_seconds", self.retry_max_seconds, self.retry_initial_seconds, 3600, "retry_initial_seconds")
         _check(
             self.stall_seconds <= self.watchdog_grace_seconds <= 86400,
@@ -141,45 +183,40 @@ class SourceConfig:
 
 
 @dataclass
-class FacesConfig:
+class FacesConfig(Table):
     #: `auto` (`blazeface-full` when a TFLite runtime loads, else `haar`), `blazeface-full` (BlazeFace full
     #: range run through LiteRT, no mediapipe needed; faces from about 40 px wide), `blazeface` (short range:
     #: half the cost, faces from about 100 px wide), `haar` or `mediapipe`. See [The face
     #: detector](#the-face-detector).
     detector: str = "auto"
     #: detection runs on the frame scaled by this factor, 0.1 to 1; crops come from the full frame.
-    detect_scale: float = 0.5
+    detect_scale: Annotated[float, Range(0.1, 1)] = 0.5
     #: run the detector every N frames (1 to 60) and keep its boxes in between.
-    detect_every: int = 3
+    detect_every: Annotated[int, Range(1, 60)] = 3
     #: smallest face side in full-frame pixels, 8 to 2048.
-    min_face: int = 40
+    min_face: Annotated[int, Range(8, 2048)] = 40
     #: how a face's crop frames the detector's box: `"auto"`, the framing measured for the detector in use (see
     #: [The face detector](#the-face-detector)), or a number from -0.2 to 1: a border of that fraction of the
     #: box's side on every edge.
     margin: Any = "auto"
     #: at most this many faces per frame (the largest), 1 to 64.
-    max_faces: int = 8
+    max_faces: Annotated[int, Range(1, 64)] = 8
     #: BlazeFace and mediapipe: detection score threshold, between 0 and 1. 0.2 finds sad and
     #: angry faces nearly as often as happy ones; MediaPipe's own 0.5 misses more of them
     #: (benchmarks/results/detect-threshold.md).
-    min_score: float = 0.2
+    min_score: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.2
 
-    def validate(self) -> None:
+    def check(self) -> None:
         _check(
             self.detector in ("auto", "haar", "mediapipe", "blazeface", "blazeface-full"),
             "detector must be one of auto, haar, mediapipe, blazeface, blazeface-full",
         )
-        _check(0.1 <= self.detect_scale <= 1.0, "detect_scale must lie in [0.1, 1]")
-        _check(1 <= self.detect_every <= 60, "detect_every must lie in 1..60")
-        _check(8 <= self.min_face <= 2048, "min_face must lie in 8..2048")
         number = isinstance(self.margin, int | float) and not isinstance(self.margin, bool)
         _check(self.margin == "auto" or (number and -0.2 <= self.margin <= 1), 'margin must be "auto" or -0.2..1')
-        _check(1 <= self.max_faces <= 64, "max_faces must lie in 1..64")
-        _check(0 < self.min_score < 1, "min_score must lie in (0, 1)")
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(Table):
     #: a `.tflite` model file. A bare file name names a model shipped inside the package
     #: (`edgefer-dense-int8.tflite`, `edgefer-int8.tflite`, `paper-int8.tflite` and their `-float32` forms);
     #: anything with a `/` is a path. Empty: the shipped `edgefer-dense-int8.tflite` (stage 29: trained on faces
@@ -194,20 +231,20 @@ class ClassifierConfig:
     #: costs more CPU in hand-over than it saves in time (crop and classify on clip frames:
     #: 0.33 ms of CPU per frame with 1, 0.54 with 2), and leaves the Pi's other cores to capture
     #: and detection. Raise it only for many faces per frame.
-    threads: int = 1
+    threads: Annotated[int, Range(1, 16)] = 1
     #: a face whose top probability (after `temperature`) is below this counts as `uncertain` in `counts`, 0 to
     #: below 1. The published `shares` use every face's probabilities.
-    min_confidence: float = 0.4
+    min_confidence: Annotated[float, Range(0, 1, high_open=True)] = 0.4
     #: probabilities are sharpened (below 1) or softened as softmax(log p / T) before they are counted and
     #: averaged into shares, 0.2 to 5. The network's probabilities are soft, and their plain mean leans toward
     #: the mix it was trained on: in a room of other mixes (a party, a single person) the shares were 0.41 L1 from
     #: the truth. 0.2 (close to counting labels) had the lowest L1 over clips of training-split faces of every
     #: kind of mix; 1 is the plain mean, best only when a room's mix is FER2013's
     #: ([benchmarks/results/mixes.md](../benchmarks/results/mixes.md)).
-    temperature: float = 0.2
+    temperature: Annotated[float, Range(0.2, 5)] = 0.2
     #: live cameras: at most this many classification rounds per second, 0 to 120; `0`: every frame with faces.
     #: A recording or folder is analysed whole.
-    max_rate: float = 5.0
+    max_rate: Annotated[float, Range(0, 120)] = 5.0
     #: also classify each face's mirror image and average the two probabilities: a network errs differently on a
     #: face and its mirror image, so the mean is right more often (0.3 to 1.3 points on FER2013 PublicTest for
     #: the shipped files, models/README.md), for a second inference per face in the same batch.
@@ -218,18 +255,11 @@ class ClassifierConfig:
     #: mirror and 75.15 % for every face), at 1.15 inferences per face instead of 2 (`inferences_per_face` in
     #: the status). Chosen for the shipped default as the largest margin that mirrors at most 15 % of validation
     #: faces; `edgefer-int8.tflite` was given 0.12 the same way. For another model, 1 is the safe choice.
-    flip_margin: float = 0.12
-
-    def validate(self) -> None:
-        _check(1 <= self.threads <= 16, "threads must lie in 1..16")
-        _check(0 <= self.min_confidence < 1, "min_confidence must lie in [0, 1)")
-        _check(0.2 <= self.temperature <= 5, "temperature must lie in 0.2..5")
-        _check(0 <= self.flip_margin <= 1, "flip_margin must lie in [0, 1]")
-        _check(0 <= self.max_rate <= 120, "max_rate must lie in [0, 120]")
+    flip_margin: Annotated[float, Range(0, 1)] = 0.12
 
 
 @dataclass
-class MoodConfig:
+class MoodConfig(Table):
     #: rolling windows: 1 to 8 distinct durations, each from `5s` to `7d`. With `publish_every` they must allow
     #: buckets of at least 5 s, at most 20,000 of them in the longest window (see [Windows and publish
     #: interval](#windows-and-publish-interval)).
@@ -239,7 +269,7 @@ class MoodConfig:
     #: how often the rolling state is saved so a restart resumes it; 1 s to 1 hour.
     persist_every: Any = "30s"
 
-    def validate(self) -> None:
+    def check(self) -> None:
         _check(isinstance(self.windows, list) and 1 <= len(self.windows) <= 8, "windows must hold 1..8 durations")
         secs = [_duration("windows", w, MIN_BUCKET, 7 * 86400) for w in self.windows]
         _check(len(set(secs)) == len(secs), "windows must be distinct")
@@ -285,13 +315,13 @@ class MoodConfig:
 
 
 @dataclass
-class MqttConfig:
+class MqttConfig(Table):
     #: `false`: summaries go to standard output as JSON lines instead of a broker.
     enabled: bool = True
     #: broker host name or address; must not be empty (unless `enabled = false`).
     host: str = "localhost"
     #: broker port, 1 to 65535 (TLS listeners are usually 8883).
-    port: int = 1883
+    port: Annotated[int, Range(1, 65535)] = 1883
     #: topics are `<prefix>/<device_id>/...`; levels of letters, digits, `_` and `-` joined by single `/`: no
     #: `/` at the start or end (a leading one makes another topic tree), no empty level (`a//b`), no `+` or `#`
     #: (wildcards); the error names the form to write instead.
@@ -316,12 +346,12 @@ class MqttConfig:
     #: skip the check that the broker's certificate names `host` (the certificate is still verified).
     tls_insecure: bool = False
     #: MQTT keep-alive in seconds, 5 to 3600; the broker declares the daemon gone after about 1.5 times this.
-    keepalive: int = 30
+    keepalive: Annotated[int, Range(5, 3600)] = 30
     #: QoS of the summaries: 0, 1 or 2. Below 1 they can be lost (see [mqtt.md](mqtt.md#delivery-guarantees)).
     qos: int = 1
     #: summaries kept in the outbox while the broker is unreachable, 10 to 1,000,000; beyond that the oldest are
     #: dropped and counted. A reload applies it.
-    queue_max: int = 10000
+    queue_max: Annotated[int, Range(10, 1_000_000)] = 10000
     #: how often the stats topic is published, and the store's upkeep (history pruning, log truncation) done; 1
     #: s to 1 hour.
     stats_every: Any = "30s"
@@ -330,17 +360,14 @@ class MqttConfig:
     def stats_seconds(self) -> int:
         return parse_duration(self.stats_every)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         _check(
             not self.enabled or (bool(self.host) and not any(c.isspace() for c in self.host)),
             "host must name the broker (a host name or address, no spaces)",
         )
-        _check(1 <= self.port <= 65535, "port must lie in 1..65535")
         _topic_prefix("prefix", self.prefix)
         _check(not self.client_id or len(self.client_id) <= 64, "client_id at most 64 characters")
         _check(self.qos in (0, 1, 2), "qos must be 0, 1 or 2")
-        _check(5 <= self.keepalive <= 3600, "keepalive must lie in 5..3600")
-        _check(10 <= self.queue_max <= 1_000_000, "queue_max must lie in 10..1000000")
         _duration("stats_every", self.stats_every, 1, 3600)
         for key in ("ca_file", "cert_file", "key_file", "password_file"):
             value = getattr(self, key)
@@ -350,29 +377,26 @@ class MqttConfig:
 
 
 @dataclass
-class HomeAssistantConfig:
+class HomeAssistantConfig(Table):
     #: publish MQTT discovery for Home Assistant; `false` removes the entities.
     enabled: bool = True
     #: Home Assistant's discovery prefix; the same form as `mqtt.prefix` (no leading or trailing `/`, no empty
     #: level, no `+` or `#`).
     prefix: str = "homeassistant"
 
-    def validate(self) -> None:
+    def check(self) -> None:
         _topic_prefix("prefix", self.prefix)
 
 
 @dataclass
-class HistoryConfig:
+class HistoryConfig(Table):
     #: days of published summaries kept locally for `edgefer report`, 0 to 3650; `0` records none and deletes
     #: the existing history at the next pruning (within `mqtt.stats_every`).
-    keep_days: int = 30
-
-    def validate(self) -> None:
-        _check(0 <= self.keep_days <= 3650, "keep_days must lie in 0..3650")
+    keep_days: Annotated[int, Range(0, 3650)] = 30
 
 
 @dataclass
-class Config:
+class Config(Table):
     #: names the device in topics and Home Assistant; letters, digits, `_`, `-`, at most 64. Empty: the host
     #: name (other characters replaced by `-`).
     device_id: str = ""
@@ -399,7 +423,7 @@ class Config:
         #: derived again (not copied) when overrides are applied.
         self.derived: set[str] = set()
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if not self.device_id:
             self.device_id = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64] or "edgefer"
             self.derived.add("device_id")

@@ -34,6 +34,19 @@ def test_defaults_validate_and_fill_derived_values(monkeypatch: pytest.MonkeyPat
         ("[source]\nkind = 'webcam'\n", "f.toml:2: source.kind: kind must be one of"),
         ("[mqtt]\nport = 70000\n", "f.toml:2: mqtt.port: port must lie in 1..65535"),
         ("[classifier]\nflip_margin = 1.5\n", "f.toml:2: classifier.flip_margin: flip_margin must lie in [0, 1]"),
+        # a range's open end, and the values a comparison lets through: inf and nan
+        ("[faces]\nmin_score = 0\n", "f.toml:2: faces.min_score: min_score must lie in (0, 1)"),
+        (
+            "[classifier]\nmin_confidence = 1.0\n",
+            "f.toml:2: classifier.min_confidence: min_confidence must lie in [0, 1)",
+        ),
+        ("[classifier]\ntemperature = nan\n", "f.toml:2: classifier.temperature: temperature must lie in [0.2, 5]"),
+        ("[source]\nfps = inf\n", "f.toml:2: source.fps: fps must lie in (0, 120]"),
+        (
+            "[source]\nstall_seconds = 0.05\n",
+            "f.toml:2: source.stall_seconds: stall_seconds must be a finite number of seconds from 0.1 to 600",
+        ),
+        ("[history]\nkeep_days = -1\n", "f.toml:2: history.keep_days: keep_days must lie in 0..3650"),
         ("[mqtt]\nport = true\n", "f.toml:2: mqtt.port: expected an integer"),
         ("[mood]\nwindows = ['1m', 'soon']\n", "f.toml:2: mood.windows: expected a duration"),
         ("[mood]\nwindows = ['1m', '60s']\n", "f.toml:2: mood.windows: windows must be distinct"),
