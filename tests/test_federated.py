@@ -238,7 +238,7 @@ def test_flower_rounds_produce_the_example_weighted_average_of_client_updates(
     lines: list[str] = []
     out = tmp_path / "run"
     opened = _forbid_client_data_in_server(monkeypatch, federated, data / "train")
-    report = federated.run(recipe, cfg, str(data), out, log=lines.append, strategy_hook=keep)
+    report = federated.run(recipe, cfg, str(data), federated.Destination(out, lines.append, strategy_hook=keep))
     assert opened == [], f"the server opened client training data: {opened[:3]}"
     (s,) = strategies
 

@@ -230,7 +230,7 @@ def _federated(args: argparse.Namespace) -> None:
         )
         _log(f"wrote {path}")
     else:
-        federated.run(recipe, cfg, args.data_dir, out, log=_log, export_to=args.export_to)
+        federated.run(recipe, cfg, args.data_dir, federated.Destination(out, _log, args.export_to))
 
 
 HANDLERS = {

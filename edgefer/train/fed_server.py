@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -222,16 +222,25 @@ def _evaluator(model, inner: RecordingFedAvg, cfg: FedConfig, state: dict, serve
     return evaluate
 
 
+@dataclass(frozen=True)
+class Destination:
+    """Where a federated run writes its files and what it says on the way."""
+
+    out_dir: str | Path
+    log: Callable[[str], None] = print
+    #: the exported ``.tflite`` files go here instead of ``out_dir``
+    export_to: str | Path | None = None
+    #: called with the strategy before the first round (tests watch the rounds through it)
+    strategy_hook: Callable[[RecordingFedAvg], None] | None = None
+
+
 def serve(
     grid: Grid,
     recipe: Recipe,
     cfg: FedConfig,
     server_set: Dataset,
     test_dir: str | None,
-    out_dir: str | Path,
-    log: Callable[[str], None] = print,
-    export_to: str | Path | None = None,
-    strategy_hook: Callable[[RecordingFedAvg], None] | None = None,
+    dest: Destination,
     extra: dict | None = None,
 ) -> dict:
     """Run (or resume) the rounds, then the statistics round, validation, test and export.
@@ -244,7 +253,7 @@ def serve(
 
     from edgefer.train.models import build, count_flops
 
-    out = Path(out_dir)
+    out, log = Path(dest.out_dir), dest.log
     out.mkdir(parents=True, exist_ok=True)
     settings = run_config(recipe, cfg)
     refuse_centralized_only(recipe)
@@ -268,8 +277,8 @@ def serve(
         f"partition {cfg.partition}, DP {cfg.dp}"
     )
     strategy, inner = make_strategy(cfg, done)
-    if strategy_hook:
-        strategy_hook(inner)
+    if dest.strategy_hook:
+        dest.strategy_hook(inner)
     config = ConfigRecord(
         {
             "recipe": json.dumps(asdict(recipe)),
@@ -289,15 +298,16 @@ def serve(
                 train_config=config,
                 evaluate_fn=_evaluator(model, inner, cfg, state, server_set, out, log),
             )
-    return _finish(grid, model, recipe, cfg, state, server_set, test_dir, out, log, export_to, config, extra or {})
+    return _finish(grid, model, recipe, cfg, state, server_set, test_dir, dest, config, extra or {})
 
 
-def _finish(grid, model, recipe, cfg, state, server_set, test_dir, out, log, export_to, config, extra) -> dict:
+def _finish(grid, model, recipe, cfg, state, server_set, test_dir, dest: Destination, config, extra) -> dict:
     """Best round -> client statistics -> validation, test, figures, TFLite and report.json."""
     from edgefer.train import fed_privacy
     from edgefer.train.finalize import evaluate_and_export
     from edgefer.train.models import count_flops
 
+    out, log = Path(dest.out_dir), dest.log
     with np.load(out / "best.npz") as z:
         set_arrays(model, dict(z))
     fed_report.write_round_files(state["history"], out, recipe, cfg, log)
@@ -320,9 +330,9 @@ def _finish(grid, model, recipe, cfg, state, server_set, test_dir, out, log, exp
         fed_report.write_json(out / "report.json", report)
         return report
     model.save(out / "best.keras")
-    dest = Path(export_to) if export_to else out
+    files = Path(dest.export_to) if dest.export_to else out
     # The int8 grid is set on the server's own faces (tr=server_set), never on client data.
-    evaluate_and_export(model, f"{recipe.arch}-federated", server_set, server_set, test_dir, out, dest, report, log)
+    evaluate_and_export(model, f"{recipe.arch}-federated", server_set, server_set, test_dir, out, files, report, log)
     fed_report.write_json(out / "report.json", report)
     log(f"best round {state['best_round']} (val_acc {state['best_val']:.4f})")
     return report

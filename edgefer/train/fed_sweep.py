@@ -69,7 +69,7 @@ def _one(name: str, cfg: FedConfig | None, data_dir: str, runs: Path, log) -> No
     else:
         if cfg.dp == "central":
             cfg = replace(cfg, dp_clip=round(_clip_from(runs), 2))
-        federated.run(BUDGET, cfg, data_dir, out, log=log)
+        federated.run(BUDGET, cfg, data_dir, federated.Destination(out, log))
     report = json.loads((out / "report.json").read_text())
     report["wall_seconds"] = report.get("wall_seconds", 0.0) + time.monotonic() - t0
     (out / "report.json").write_text(json.dumps(report, indent=1))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ from edgefer.train.fed_config import (
 )
 from edgefer.train.fed_records import model_arrays, pool_bn_statistics, set_arrays, to_numpy
 from edgefer.train.fed_report import quiet_flower
-from edgefer.train.fed_server import ROUND_TIMEOUT_S, RecordingFedAvg, make_strategy, serve
+from edgefer.train.fed_server import ROUND_TIMEOUT_S, Destination, RecordingFedAvg, make_strategy, serve
 from edgefer.train.recipe import Recipe
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "ENV_DATA",
     "ENV_THREADS",
     "ROUND_TIMEOUT_S",
+    "Destination",
     "FedConfig",
     "RecordingFedAvg",
     "_clip_when_asked",
@@ -93,9 +94,11 @@ def _deployed_main(grid: Grid, context: Context) -> None:
         cfg,
         load_fer2013(data_dir, "train"),
         data_dir,
-        str(rc.get("out", "")) or "runs/federated",
-        log=lambda m: print(m, flush=True),
-        export_to=str(rc.get("export-to", "")) or None,
+        Destination(
+            str(rc.get("out", "")) or "runs/federated",
+            log=lambda m: print(m, flush=True),
+            export_to=str(rc.get("export-to", "")) or None,
+        ),
     )
 
 
@@ -136,15 +139,7 @@ def emulate(recipe: Recipe, cfg: FedConfig, root: Path, log) -> tuple[Dataset, d
     return full.subset(held), extra
 
 
-def run(
-    recipe: Recipe,
-    cfg: FedConfig,
-    data_dir: str | None,
-    out_dir: str | Path,
-    log: Callable[[str], None] = print,
-    export_to: str | Path | None = None,
-    strategy_hook: Callable[[RecordingFedAvg], None] | None = None,
-) -> dict:
+def run(recipe: Recipe, cfg: FedConfig, data_dir: str | None, dest: Destination) -> dict:
     """Simulate the federation on this machine (Flower Simulation Runtime); returns the report.
 
     Clients run in worker processes, ``cfg.threads`` TensorFlow threads each, as many at
@@ -156,14 +151,14 @@ def run(
 
     refuse_centralized_only(recipe)
     root = find_root(data_dir)
-    held, extra = emulate(recipe, cfg, root, log)
+    held, extra = emulate(recipe, cfg, root, dest.log)
     parallel = max(1, min(cfg.clients, (os.cpu_count() or 1) // cfg.threads))
     result: dict = {}
     server = ServerApp()
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
-        result["report"] = serve(grid, recipe, cfg, held, str(root), out_dir, log, export_to, strategy_hook, extra)
+        result["report"] = serve(grid, recipe, cfg, held, str(root), dest, extra)
 
     env = {
         ENV_DATA: str(root),
