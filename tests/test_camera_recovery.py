@@ -7,6 +7,7 @@ library's behaviour that recovery depends on)."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import importlib.util
 import sys
 import threading
@@ -108,11 +109,22 @@ class Factory:
         return self.made[-1]
 
 
-def test_a_stalled_reader_is_abandoned_not_closed_under_it_and_never_writes_again() -> None:
+@contextlib.contextmanager
+def started(stall: float) -> Iterator[tuple[Factory, Feed]]:
+    """A running feed over fake cameras; at the end every held read is let go, then it stops."""
     factory = Factory()
-    feed = Feed(factory, stall_seconds=0.3, retry_initial=0.1, retry_max=0.2)
+    feed = Feed(factory, stall_seconds=stall, retry_initial=0.1, retry_max=0.2)
     feed.start()
     try:
+        yield factory, feed
+    finally:
+        for s in factory.made:
+            s.hold.set()
+        feed.stop()
+
+
+def test_a_stalled_reader_is_abandoned_not_closed_under_it_and_never_writes_again() -> None:
+    with started(0.3) as (factory, feed):
         assert 1 in drain(feed, 0.3)
         first = factory.made[0]
         first.hold.clear()  # the read blocks, as inside a driver call
@@ -129,15 +141,10 @@ def test_a_stalled_reader_is_abandoned_not_closed_under_it_and_never_writes_agai
         assert (feed.state, feed.error) == ("running", None)
         assert feed.restarts == 1 and feed.frames > frames and feed.stuck_readers() == 0
         assert 1 not in drain(feed, 0.2)
-    finally:
-        feed.stop()
 
 
 def test_a_frame_from_an_abandoned_reader_is_not_handed_over() -> None:
-    factory = Factory()
-    feed = Feed(factory, stall_seconds=0.3, retry_initial=0.1, retry_max=0.2)
-    feed.start()
-    try:
+    with started(0.3) as (factory, feed):
         drain(feed, 0.2)
         first = factory.made[0]
         first.hold.clear()
@@ -148,17 +155,10 @@ def test_a_frame_from_an_abandoned_reader_is_not_handed_over() -> None:
         first.hold.set()  # the old read returns a frame
         assert wait_for(lambda: first.closed_by is not None, 5)
         assert (feed.frames, feed.dropped) == (frames, dropped) and feed.get(0.05) is None
-    finally:
-        for s in factory.made:
-            s.hold.set()
-        feed.stop()
 
 
 def test_stuck_readers_are_capped_and_the_state_says_so() -> None:
-    factory = Factory()
-    feed = Feed(factory, stall_seconds=0.2, retry_initial=0.1, retry_max=0.2)
-    feed.start()
-    try:
+    with started(0.2) as (factory, feed):
         for n in range(1, MAX_STUCK_READERS + 1):
             assert watching(feed, lambda n=n: len(factory.made) == n and feed.state == "running", 5)
             drain(feed, 0.1)
@@ -170,10 +170,6 @@ def test_stuck_readers_are_capped_and_the_state_says_so() -> None:
         factory.made[0].hold.set()  # one call returns: its reader closes, exits, and makes room
         assert watching(feed, lambda: len(factory.made) == MAX_STUCK_READERS + 1, 5)
         assert set(drain(feed, 0.3)) == {MAX_STUCK_READERS + 1} and feed.state == "running"
-    finally:
-        for s in factory.made:
-            s.hold.set()
-        feed.stop()
 
 
 # -- the picamera2 stand-in and Picamera2Source ------------------------------------------------
