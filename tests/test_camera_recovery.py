@@ -308,13 +308,22 @@ def count_refusals(mod: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[int
     return refusals
 
 
-def test_a_hung_picamera2_capture_is_recovered_in_the_reader(fake, monkeypatch: pytest.MonkeyPatch) -> None:
+@contextlib.contextmanager
+def capturing(fake, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Feed, Path, list[int]]]:
+    """A picamera2 feed delivering frames, its control file, and the refused second openings."""
     mod, control = fake
     refusals = count_refusals(mod, monkeypatch)
     feed, _ = picamera2_feed()
     feed.start()
     try:
         assert drain(feed, 0.5)
+        yield feed, control, refusals
+    finally:
+        feed.stop()
+
+
+def test_a_hung_picamera2_capture_is_recovered_in_the_reader(fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    with capturing(fake, monkeypatch) as (feed, control, refusals):
         restarts = feed.restarts
         control.write_text("hang")
         timed_out = lambda: feed.state.startswith("retrying") and "capture timed out" in (feed.error or "")  # noqa: E731
@@ -322,17 +331,10 @@ def test_a_hung_picamera2_capture_is_recovered_in_the_reader(fake, monkeypatch: 
         control.write_text("ok")
         assert watching(feed, lambda: feed.state == "running", 5) and drain(feed, 0.5)
         assert feed.restarts > restarts and refusals == [] and feed.stuck_readers() == 0
-    finally:
-        feed.stop()
 
 
 def test_a_wedged_picamera2_is_reported_and_never_opened_twice(fake, monkeypatch: pytest.MonkeyPatch) -> None:
-    mod, control = fake
-    refusals = count_refusals(mod, monkeypatch)
-    feed, _ = picamera2_feed()
-    feed.start()
-    try:
-        assert drain(feed, 0.5)
+    with capturing(fake, monkeypatch) as (feed, control, refusals):
         control.write_text("wedge")  # the capture hangs, then close() blocks in the "kernel"
         assert watching(feed, lambda: feed.state == "held by a stuck reader", 8), feed.state
         assert "did not close" in (feed.error or "") and "no second instance" in (feed.error or "")
@@ -341,8 +343,6 @@ def test_a_wedged_picamera2_is_reported_and_never_opened_twice(fake, monkeypatch
         control.write_text("ok")  # the close completes: the camera is free, a new reader opens it
         assert watching(feed, lambda: feed.state == "running", 8), feed.state
         assert drain(feed, 0.5) and refusals == [] and feed.stuck_readers() == 0
-    finally:
-        feed.stop()
 
 
 def test_auto_falls_back_to_opencv_when_picamera2_cannot_configure(
