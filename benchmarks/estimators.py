@@ -13,6 +13,9 @@ and run through the daemon's own frame path (edgefer.framepath) at its defaults:
 - ``mean p, T``: the mean after temperature scaling, T fitted (NLL) on the other half;
 - ``mean p, T=0.5`` .. ``T=0.2``: the mean after sharper, fixed temperatures, between the mean
   and the labels (benchmarks.mixes, on clips of other mixes, chooses among them);
+- ``..., balance 0.5`` and ``balance 1``: the same after dividing each face's probabilities by
+  FER2013's training mix to that power (logit adjustment, Menon et al., 2021), which takes the
+  training mix's lean out of them (the daemon's ``classifier.balance``);
 - ``PACC``: probabilistic adjusted classify-and-count, the mean corrected by the pipeline's
   own mean-probability confusion matrix from the other half;
 - ``mean p, EM`` and ``mean p, T, EM``: the maximum-likelihood mix under label shift
@@ -38,16 +41,26 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.margins import validation_faces
+from edgefer import LABELS
 from edgefer.bench.clips import composite_frames
 from edgefer.config import Config, parse
 from edgefer.faces import build_face_stage
-from edgefer.framepath import FramePath, calibrate
+from edgefer.framepath import FER2013_TRAIN_MIX, FramePath, calibrate
 from edgefer.mood import share_intervals
 from edgefer.service import build_classifier
 
 HOLD = 8
 #: sharper temperatures the daemon accepts (0.2 is its floor; labels are the limit T -> 0)
 SHARPER = (0.5, 0.35, 0.2)
+#: how much of the training mix's lean is taken out (``classifier.balance``) besides none
+BALANCES = (0.5, 1.0)
+TRAIN_MIX = np.array([FER2013_TRAIN_MIX[lab] for lab in LABELS], float)
+#: every (temperature, balance) the daemon accepts that is scored, by the estimator's name
+SETTINGS = {
+    (f"mean p, T={t:g}" if t != 1 else "mean p") + (f", balance {b:g}" if b else ""): (t, b)
+    for b in (0.0, *BALANCES)
+    for t in (1.0, *SHARPER)
+}
 
 
 @dataclass
@@ -171,9 +184,8 @@ def estimates(
     return {
         "confident labels": np.bincount(probs[confident].argmax(1), minlength=k) / max(confident.sum(), 1),
         "labels": np.bincount(probs.argmax(1), minlength=k) / len(probs),
-        "mean p": probs.mean(axis=0),
         "mean p, T": calibrate(probs, t).mean(axis=0),
-        **{f"mean p, T={g:g}": calibrate(probs, g).mean(axis=0) for g in SHARPER},
+        **{name: calibrate(probs, g, TRAIN_MIX, b).mean(axis=0) for name, (g, b) in SETTINGS.items()},
         "PACC": pacc(probs.mean(axis=0), confusion),
         "mean p, EM": em_shares(probs, tracks, prior),
         "mean p, T, EM": em_shares(calibrate(probs, t), tracks, prior_t),
@@ -235,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
               for name, v in estimates(probs, tracks, t, confusion, prior, prior_t).items()}  # fmt: skip
         short = window_l1(run, 20, t, confusion, prior, prior_t)
         print("  20-shot windows: " + ", ".join(f"{k} {v:.3f}" for k, v in short.items()), flush=True)
-        # the published estimator at the daemon's temperature, over the whole clip
-        _, lo, hi = share_intervals(track_rows(calibrate(probs, cfg.classifier.temperature), tracks))
+        # the published estimator at the daemon's settings, over the whole clip
+        daemon = calibrate(probs, cfg.classifier.temperature, TRAIN_MIX, cfg.classifier.balance)
+        _, lo, hi = share_intervals(track_rows(daemon, tracks))
         found_mix = np.bincount(truth_faces, minlength=probs.shape[1]) / len(truth_faces)
         cover.append({
             "shown": ((lo <= truth) & (truth <= hi)).tolist(),
@@ -268,9 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     found_rates = " / ".join(",".join(f"{v:.2f}" for v in r["found_per_class"]) for r in rows)
     md += [
         "",
-        f"The published estimator (mean p at the daemon's temperature) over each whole clip: its 95 % intervals "
-        f"hold the true mix of the faces shown for {shown_cov:.0%} of (clip, emotion) pairs, and the true mix of "
-        f"the faces the detector found for {found_cov:.0%}. The gap is the detector: share of each emotion's "
+        f"The published estimator (mean p at the daemon's temperature and balance) over each whole clip: its 95 % "
+        f"intervals hold the true mix of the faces shown for {shown_cov:.0%} of (clip, emotion) pairs, and the true "
+        f"mix of the faces the detector found for {found_cov:.0%}. The gap is the detector: share of each emotion's "
         f"frames in which its face was found (angry, happy, sad, neutral; per seed): {found_rates}.",
     ]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")

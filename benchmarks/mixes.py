@@ -11,9 +11,10 @@ every estimator of benchmarks.estimators is scored on it through the daemon's ow
 with what they fit taken from half A as there.
 
 It also runs benchmarks.estimators' own clips (``--seeds``, mixes near the training mix) and
-settles the daemon's ``classifier.temperature`` by the rule set before it ran: of the
-temperatures the daemon accepts among those scored (1, the NLL-fitted one, 0.5, 0.35, 0.2), the
-one with the lowest mean L1 over all clips of both kinds.
+settles the daemon's ``classifier.temperature`` and ``classifier.balance`` by the rule set
+before it ran: of the settings the daemon accepts among those scored (temperatures 1, 0.5, 0.35,
+0.2, each with balance 0, 0.5 and 1), the one with the lowest mean L1 over all clips of both
+kinds.
 
     python -m benchmarks.mixes --data-dir ../shared/datasets/fer2013 --out benchmarks/results/mixes
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.estimators import SHARPER, estimates, fit_half, run_clip
+from benchmarks.estimators import SETTINGS, estimates, fit_half, run_clip
 from benchmarks.margins import validation_faces
 from edgefer.config import parse
 
@@ -69,12 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name} mix {np.round(truth, 2).tolist()}: " + ", ".join(f"{k} {v:.3f}" for k, v in l1.items()))
     mean = {k: float(np.mean([r["l1"][k] for r in rows])) for k in rows[0]["l1"]}
     both = {k: float(np.mean([r["l1"][k] for r in rows + near])) for k in mean}
-    temps = {"mean p": 1.0, "mean p, T": t, **{f"mean p, T={g:g}": g for g in SHARPER}}
-    chosen = min((k for k in temps if 0.2 <= temps[k] <= 5), key=both.__getitem__)
+    chosen = min(SETTINGS, key=both.__getitem__)
+    temperature, balance = SETTINGS[chosen]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"temperature_fitted": t, "shots": args.shots, "clips": rows, "near_training_mix": near,
-              "mean_l1": mean, "mean_l1_all": both, "temperature_chosen": temps[chosen]}  # fmt: skip
+              "mean_l1": mean, "mean_l1_all": both,
+              "chosen": {"temperature": temperature, "balance": balance}}  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     md = [
         f"Clips of {args.shots} training-split validation faces (half B), each mix drawn from a flat Dirichlet; "
@@ -88,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in mean.items()
     ]
     md += ["", f"'All clips' adds benchmarks.estimators' {len(near)} clips of validation faces as they come (mixes "
-           f"near the training mix). The rule (lowest mean L1 over all clips among the temperatures the daemon "
-           f"accepts): **{chosen}**, classifier.temperature = {temps[chosen]:g}."]  # fmt: skip
+           f"near the training mix). The rule (lowest mean L1 over all clips among the temperatures and balances the "
+           f"daemon accepts): **{chosen}**, classifier.temperature = {temperature:g}, classifier.balance = "
+           f"{balance:g}."]  # fmt: skip
     md += ["", "Mixes (angry, happy, sad, neutral): " + "; ".join(
         f"{r['clip']}: " + " / ".join(f"{x:.2f}" for x in r["mix"]) for r in rows)]  # fmt: skip
     out.with_suffix(".md").write_text("\n".join(md) + "\n")

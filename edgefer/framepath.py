@@ -2,33 +2,68 @@
 
 detect (on a downscaled copy, every few frames) -> frame (the detector's measured crop
 geometry) -> align (eyes levelled when the detector gives them) -> gate (crops too dark,
-flat or blurred to read: edgefer.quality) -> classify (LiteRT) -> calibrate (temperature)
--> track (box overlap across frames). The daemon and every
-``edgefer-bench`` mode that times or scores faces run this one class, so what is measured is
-what runs.
+flat or blurred to read: edgefer.quality) -> classify (LiteRT) -> calibrate (the training
+mix's lean partly taken out, then sharpened: :class:`Calibration`) -> track (box overlap
+across frames). The daemon and every ``edgefer-bench`` mode that times or scores faces run
+this one class, so what is measured is what runs.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgefer.classifier import Classifier
+from edgefer.configschema import ClassifierConfig
 from edgefer.faces import Face, FaceStage
 from edgefer.quality import FER2013_BOUNDS, QualityBounds, poor
 from edgefer.tracks import Tracker
 
+#: FER2013's training split in the four classes: the mix every shipped model was trained on
+#: (Goodfellow et al., 2013; 3,995 angry, 7,215 happy, 4,830 sad, 4,965 neutral faces)
+FER2013_TRAIN_MIX = {"angry": 3995, "happy": 7215, "sad": 4830, "neutral": 4965}
 
-def calibrate(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Softmax(log p / T): T < 1 sharpens, T > 1 softens, T = 1 leaves ``probs`` as they are."""
-    if temperature == 1.0 or len(probs) == 0:
+
+def calibrate(probs: np.ndarray, temperature: float, mix: np.ndarray | None = None, balance: float = 0.0) -> np.ndarray:
+    """Softmax((log p - balance * log mix) / T).
+
+    T < 1 sharpens, T > 1 softens. ``balance`` takes that share of the training ``mix``'s lean
+    out of the probabilities first (1: as if the network had been trained on equal numbers of
+    each emotion; Menon et al.'s logit adjustment, 2021). With T = 1 and no balance ``probs``
+    come back as they are."""
+    balanced = mix is not None and balance > 0
+    if (temperature == 1.0 and not balanced) or len(probs) == 0:
         return probs
-    logits = np.log(np.clip(probs, 1e-7, 1.0)) / temperature
+    logits = np.log(np.clip(probs, 1e-7, 1.0))
+    if balanced:
+        logits = logits - balance * np.log(np.asarray(mix, float) / np.sum(mix))
+    logits = logits / temperature
     logits -= logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What is done to each face's probabilities before they are counted (``classifier.balance``
+    and ``classifier.temperature``; docs/mqtt.md, "How shares are estimated")."""
+
+    temperature: float = 1.0
+    balance: float = 0.0
+    #: the training mix in the classifier's label order
+    mix: tuple[float, ...] | None = None
+
+    @classmethod
+    def of(cls, cfg: ClassifierConfig, labels: Sequence[str]) -> Calibration:
+        """The configured calibration of a classifier with these output labels."""
+        return cls(cfg.temperature, cfg.balance, tuple(float(FER2013_TRAIN_MIX[lab]) for lab in labels))
+
+    def __call__(self, probs: np.ndarray) -> np.ndarray:
+        mix = np.array(self.mix) if self.mix else None
+        return calibrate(probs, self.temperature, mix, self.balance)
 
 
 @dataclass
@@ -69,14 +104,14 @@ class FramePath:
         stage: FaceStage,
         classifier: Classifier,
         *,
-        temperature: float = 1.0,
+        calibration: Calibration | None = None,
         stills: bool = False,
         first_track: int = 0,
         quality: QualityBounds | None = FER2013_BOUNDS,
     ) -> None:
         self.stage = stage
         self.classifier = classifier
-        self.temperature = temperature
+        self.calibration = calibration or Calibration()
         self.stills = stills
         self.quality = quality
         self.tracker = Tracker(first_id=first_track)
@@ -94,7 +129,7 @@ class FramePath:
             crops = self.stage.crops(gray, faces)
             bad = poor(crops, self.quality) if self.quality is not None else None
             t2 = time.perf_counter()
-            probs = calibrate(self.classifier.predict(crops), self.temperature)
+            probs = self.calibration(self.classifier.predict(crops))
             del crops
             ms["crop"], ms["classify"] = (t2 - t1) * 1000, (time.perf_counter() - t2) * 1000
         ms["total"] = (time.perf_counter() - t0) * 1000

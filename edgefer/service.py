@@ -28,7 +28,7 @@ from edgefer.clock import Clock, ClockGate, iso, system_wall
 from edgefer.config import Config, ConfigError
 from edgefer.discovery import discovery_messages, topics
 from edgefer.faces import FaceStage, build_face_stage, make_detector
-from edgefer.framepath import FramePath
+from edgefer.framepath import Calibration, FramePath
 from edgefer.mood import MoodTracker, window_name
 from edgefer.publish import MqttOutput, Output, StdoutOutput
 from edgefer.sdnotify import Notifier, WatchdogGrace
@@ -119,7 +119,7 @@ class Service:
         return FramePath(
             stage,
             self.classifier,
-            temperature=cfg.classifier.temperature,
+            calibration=Calibration.of(cfg.classifier, self.classifier.labels),
             stills=cfg.source.kind == "folder" or (self.recording and Path(cfg.source.device).is_dir()),
             first_track=first,
         )

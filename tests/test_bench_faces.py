@@ -27,7 +27,7 @@ from edgefer.bench.stats import iou
 from edgefer.config import parse
 from edgefer.datasets import load_fer2013
 from edgefer.faces import build_face_stage
-from edgefer.framepath import FramePath
+from edgefer.framepath import Calibration, FramePath
 from edgefer.mood import share_intervals
 from edgefer.service import build_classifier
 from tests.conftest import REPO
@@ -54,7 +54,8 @@ def daemon_path(stills: bool) -> tuple[FramePath, np.ndarray]:
     """The daemon's frame path from an empty configuration, and its columns in LABELS order."""
     cfg = parse("")
     clf = build_classifier(cfg)
-    path = FramePath(build_face_stage(cfg.faces), clf, temperature=cfg.classifier.temperature, stills=stills)
+    calibration = Calibration.of(cfg.classifier, clf.labels)
+    path = FramePath(build_face_stage(cfg.faces), clf, calibration=calibration, stills=stills)
     return path, np.array([clf.labels.index(lab) for lab in LABELS])
 
 

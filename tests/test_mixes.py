@@ -1,12 +1,12 @@
 """The clips of benchmarks.mixes: faces drawn in a random mix, as many as asked, repeats only
-when a class runs short; and the sharper temperatures scored there are ones the daemon accepts."""
+when a class runs short; and the settings scored there are ones the daemon accepts."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from benchmarks.estimators import SHARPER
+from benchmarks.estimators import SETTINGS
 from benchmarks.mixes import mixed_faces
 from edgefer.config import ConfigError, parse
 
@@ -28,8 +28,12 @@ def test_a_mixed_clip_holds_the_faces_of_its_mix_and_repeats_only_a_short_class(
     assert np.array_equal(a, b)  # seeded
 
 
-def test_the_scored_temperatures_are_ones_the_daemon_accepts() -> None:
-    for t in SHARPER:
-        assert parse(f"[classifier]\ntemperature = {t}\n").classifier.temperature == t
+def test_the_scored_settings_are_ones_the_daemon_accepts() -> None:
+    for t, b in SETTINGS.values():
+        c = parse(f"[classifier]\ntemperature = {t}\nbalance = {b}\n").classifier
+        assert (c.temperature, c.balance) == (t, b)
+    assert len(SETTINGS) == 12  # four temperatures, each with three balances
     with pytest.raises(ConfigError, match="temperature"):
         parse("[classifier]\ntemperature = 0.1\n")
+    with pytest.raises(ConfigError, match="balance"):
+        parse("[classifier]\nbalance = 1.5\n")
