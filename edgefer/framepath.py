@@ -2,10 +2,11 @@
 
 detect (on a downscaled copy, every few frames) -> frame (the detector's measured crop
 geometry) -> align (eyes levelled when the detector gives them) -> gate (crops too dark,
-flat or blurred to read: edgefer.quality) -> classify (LiteRT) -> calibrate (the training
-mix's lean partly taken out, then sharpened: :class:`Calibration`) -> track (box overlap
-across frames). The daemon and every ``edgefer-bench`` mode that times or scores faces run
-this one class, so what is measured is what runs.
+flat or blurred to read: edgefer.quality) -> classify (LiteRT) -> remember (each face's
+reading averaged along its track: :class:`TrackMemory`) -> calibrate (the training mix's lean
+partly taken out, then sharpened: :class:`Calibration`); tracks follow faces by box overlap.
+The daemon and every ``edgefer-bench`` mode that times or scores faces run this one class, so
+what is measured is what runs.
 """
 
 from __future__ import annotations
@@ -66,6 +67,41 @@ class Calibration:
         return calibrate(probs, self.temperature, mix, self.balance)
 
 
+class TrackMemory:
+    """Each track's probabilities as a moving average over the frames it was classified in.
+
+    A face in front of a camera is seen many times a second, and one frame's reading is noisy
+    (the box drifts between detections, the face turns, the light flickers); its expression
+    changes more slowly than that. So the probabilities counted for a face in a frame are
+    ``(1 - weight) * this frame's + weight * what they were in its previous frame``, restarted
+    for every new track. Poor crops (``keep`` False) pass through without touching the memory.
+    ``weight`` 0 counts every frame alone. Pure logic, no I/O.
+    """
+
+    def __init__(self, weight: float = 0.0) -> None:
+        self.weight = weight
+        self._last: dict[int, np.ndarray] = {}
+
+    def update(self, probs: np.ndarray, tracks: Sequence[int], keep: np.ndarray | None = None) -> np.ndarray:
+        """This frame's rows for ``probs`` (one per face, in ``tracks``' order), remembered."""
+        if self.weight == 0 or len(probs) == 0:
+            return probs
+        out = probs.astype(np.float32, copy=True)
+        for i, track in enumerate(tracks):
+            if keep is not None and not keep[i]:
+                continue
+            last = self._last.get(track)
+            if last is not None:
+                out[i] = (1 - self.weight) * probs[i] + self.weight * last
+            self._last[track] = out[i]
+        return out
+
+    def forget(self, live: set[int]) -> None:
+        """Drop the tracks that ended, so the memory holds only faces still in view."""
+        for track in [t for t in self._last if t not in live]:
+            del self._last[track]
+
+
 @dataclass
 class Reading:
     """One frame's result. ``probs`` is None when the frame was not classified; otherwise it
@@ -97,6 +133,7 @@ class FramePath:
     ``stills``: frames are unrelated photographs (a folder): nothing is held or tracked from
     one to the next, every image is detected afresh and each face is its own track.
     ``quality``: the gate's bounds (edgefer.quality), or None to count every face.
+    ``smoothing``: the weight of a face's previous reading (:class:`TrackMemory`); stills have none.
     """
 
     def __init__(
@@ -108,6 +145,7 @@ class FramePath:
         stills: bool = False,
         first_track: int = 0,
         quality: QualityBounds | None = FER2013_BOUNDS,
+        smoothing: float = 0.0,
     ) -> None:
         self.stage = stage
         self.classifier = classifier
@@ -115,6 +153,13 @@ class FramePath:
         self.stills = stills
         self.quality = quality
         self.tracker = Tracker(first_id=first_track)
+        self.memory = TrackMemory(0.0 if stills else smoothing)
+
+    @classmethod
+    def of(cls, stage: FaceStage, classifier: Classifier, cfg: ClassifierConfig, **kwargs: object) -> FramePath:
+        """The frame path as ``cfg`` (the ``[classifier]`` table) sets it up: what the daemon runs."""
+        calibration = Calibration.of(cfg, classifier.labels)
+        return cls(stage, classifier, calibration=calibration, smoothing=cfg.smoothing, **kwargs)  # type: ignore[arg-type]
 
     def process(self, gray: np.ndarray, classify: bool = True) -> Reading:
         t0 = time.perf_counter()
@@ -123,13 +168,15 @@ class FramePath:
         faces, detected = self.stage.faces(gray)
         t1 = time.perf_counter()
         tracks = self.tracker.new_ids(len(faces)) if self.stills else self.tracker.assign(faces)
+        self.memory.forget(self.tracker.live_ids())
         ms = {"detect": (t1 - t0) * 1000}
         probs = bad = None
         if faces and classify:
             crops = self.stage.crops(gray, faces)
             bad = poor(crops, self.quality) if self.quality is not None else None
             t2 = time.perf_counter()
-            probs = self.calibration(self.classifier.predict(crops))
+            raw = self.classifier.predict(crops)
+            probs = self.calibration(self.memory.update(raw, tracks, None if bad is None else ~bad))
             del crops
             ms["crop"], ms["classify"] = (t2 - t1) * 1000, (time.perf_counter() - t2) * 1000
         ms["total"] = (time.perf_counter() - t0) * 1000
@@ -138,3 +185,4 @@ class FramePath:
     def reset(self) -> None:
         self.stage.reset()
         self.tracker.reset()
+        self.memory.forget(set())

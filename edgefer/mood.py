@@ -19,12 +19,12 @@ no key is ever published twice and the timeline is not silent until the clock ca
 Definitions (also in docs/mqtt.md). A *face-frame* is one face classified in one frame; a
 *track* is one face followed across frames (edgefer.tracks), the independent unit.
 
-- ``shares``: the mean of the classifier's probabilities (the training mix's lean taken out
-  and sharpened: ``classifier.balance`` and ``classifier.temperature``) over the window's
-  face-frames: the fraction of face-time spent in each emotion. Every classified face counts,
-  so no emotion is dropped more than another by a confidence cut; both steps keep a window's
-  shares from leaning toward the mix the network was trained on
-  (benchmarks/results/estimators.md and mixes.md).
+- ``shares``: the mean of the classifier's probabilities (averaged along each track, the
+  training mix's lean taken out and sharpened: ``classifier.smoothing``, ``balance`` and
+  ``temperature``; edgefer.framepath) over the window's face-frames: the fraction of face-time
+  spent in each emotion. Every classified face counts, so no emotion is dropped more than
+  another by a confidence cut; the last two steps keep a window's shares from leaning toward
+  the mix the network was trained on (benchmarks/results/estimators.md and mixes.md).
 - ``shares_ci95``: a 95 % interval per share that treats tracks, not frames, as independent
   (cluster-robust variance of a ratio, Student-t quantile); [0, 1] with fewer than 2 tracks.
   It covers sampling (which faces, which moments were seen), not a detector that misses one

@@ -28,7 +28,7 @@ from edgefer.clock import Clock, ClockGate, iso, system_wall
 from edgefer.config import Config, ConfigError
 from edgefer.discovery import discovery_messages, topics
 from edgefer.faces import FaceStage, build_face_stage, make_detector
-from edgefer.framepath import Calibration, FramePath
+from edgefer.framepath import FramePath
 from edgefer.mood import MoodTracker, window_name
 from edgefer.publish import MqttOutput, Output, StdoutOutput
 from edgefer.sdnotify import Notifier, WatchdogGrace
@@ -116,10 +116,10 @@ class Service:
         # track ids start from the wall time in ms x 1000, so a restart never reuses an id
         # that restored counts hold (that would merge two faces into one unit)
         first = int(time.time() * 1000) * 1000
-        return FramePath(
+        return FramePath.of(
             stage,
             self.classifier,
-            calibration=Calibration.of(cfg.classifier, self.classifier.labels),
+            cfg.classifier,
             stills=cfg.source.kind == "folder" or (self.recording and Path(cfg.source.device).is_dir()),
             first_track=first,
         )

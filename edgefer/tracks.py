@@ -69,6 +69,10 @@ class Tracker:
                 self._next += 1
         return [int(i) for i in ids]  # type: ignore[arg-type]
 
+    def live_ids(self) -> set[int]:
+        """The tracks still followed (seen within the last ``max_missed`` frames)."""
+        return {t.id for t in self._live}
+
     def new_ids(self, n: int) -> list[int]:
         """Fresh ids with no association: each face of a still photograph is its own unit."""
         ids = list(range(self._next, self._next + n))

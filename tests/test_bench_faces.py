@@ -27,7 +27,7 @@ from edgefer.bench.stats import iou
 from edgefer.config import parse
 from edgefer.datasets import load_fer2013
 from edgefer.faces import build_face_stage
-from edgefer.framepath import Calibration, FramePath
+from edgefer.framepath import FramePath
 from edgefer.mood import share_intervals
 from edgefer.service import build_classifier
 from tests.conftest import REPO
@@ -54,8 +54,7 @@ def daemon_path(stills: bool) -> tuple[FramePath, np.ndarray]:
     """The daemon's frame path from an empty configuration, and its columns in LABELS order."""
     cfg = parse("")
     clf = build_classifier(cfg)
-    calibration = Calibration.of(cfg.classifier, clf.labels)
-    path = FramePath(build_face_stage(cfg.faces), clf, calibration=calibration, stills=stills)
+    path = FramePath.of(build_face_stage(cfg.faces), clf, cfg.classifier, stills=stills)
     return path, np.array([clf.labels.index(lab) for lab in LABELS])
 
 
@@ -222,3 +221,27 @@ def test_clip_shares_are_share_intervals_over_the_frame_paths_tracks(fer2013: Pa
         assert f["clip"]["l1"] == pytest.approx(
             sum(abs(f["clip"]["shares"][lab] - f["clip"]["truth_mix"][lab]) for lab in LABELS), abs=1e-5
         )
+
+
+def test_clip_detection_finds_a_face_by_a_box_on_it_and_counts_the_rest_as_false() -> None:
+    """A tight box inside the pasted square finds the face (its crop is what gets read), however
+    small its overlap; a box off the face and a second box on it are false."""
+    from edgefer.bench.clip import detection
+    from edgefer.bench.lanes import Seen
+
+    square = np.array([100, 100, 160, 160])
+
+    def seen(boxes: list[tuple[int, int, int, int]], labels: list[int]) -> Seen:
+        return Seen(boxes, np.zeros((len(boxes), len(LABELS))), np.array(labels, int), None)
+
+    frames = [
+        seen([(150, 150, 60, 60)], [1]),  # inside, IoU 0.14: found, read right
+        seen([(400, 300, 80, 80)], [1]),  # on the background: not found, one false box
+        seen([(130, 130, 100, 100), (160, 160, 40, 40)], [2, 1]),  # two on the face: the larger is read
+        seen([], []),
+    ]
+    r = detection(frames, np.array([1, 1, 1, 0]), np.array([square] * 4))
+    assert r["detection_rate"] == 0.5
+    assert r["detection_rate_per_class"]["happy"] == pytest.approx(2 / 3)
+    assert r["false_boxes_per_frame"] == pytest.approx(2 / 4)
+    assert r["accuracy_found"] == 0.5  # right on frame 0, the larger box of frame 2 says sad

@@ -1,12 +1,13 @@
-"""What the frame path does to each face's probabilities before they are counted: the training
-mix's lean taken out (``classifier.balance``), then sharpened (``classifier.temperature``)."""
+"""What the frame path does to each face's probabilities before they are counted: averaged along
+its track (``classifier.smoothing``), the training mix's lean taken out (``classifier.balance``),
+then sharpened (``classifier.temperature``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from edgefer.config import parse
-from edgefer.framepath import FER2013_TRAIN_MIX, Calibration, calibrate
+from edgefer.framepath import FER2013_TRAIN_MIX, Calibration, TrackMemory, calibrate
 
 ORDER = ("angry", "happy", "sad", "neutral")
 MIX = np.array([FER2013_TRAIN_MIX[lab] for lab in ORDER], float)
@@ -63,4 +64,63 @@ def test_the_daemon_defaults_are_the_ones_the_benchmark_chose() -> None:
 
     chosen = json.loads((Path(__file__).parents[1] / "benchmarks/results/mixes.json").read_text())["chosen"]
     c = parse("").classifier
-    assert (c.temperature, c.balance) == (chosen["temperature"], chosen["balance"])
+    assert (c.temperature, c.balance, c.smoothing) == (chosen["temperature"], chosen["balance"], chosen["smoothing"])
+
+
+def test_a_face_reading_is_averaged_along_its_track_and_only_its_own() -> None:
+    memory = TrackMemory(0.75)
+    a, b = np.array([1.0, 0, 0, 0], np.float32), np.array([0, 1.0, 0, 0], np.float32)
+    assert np.allclose(memory.update(np.stack([a, b]), [1, 2]), [a, b])  # a new track starts from its frame
+    out = memory.update(np.stack([b, b]), [1, 2])
+    assert np.allclose(out[0], 0.25 * b + 0.75 * a)  # track 1 changed: a quarter of the way
+    assert np.allclose(out[1], b)  # track 2 did not
+    out = memory.update(b[None], [1])
+    assert np.allclose(out[0], 0.25 * b + 0.75 * (0.25 * b + 0.75 * a))
+
+
+def test_a_poor_crop_leaves_the_memory_alone_and_an_ended_track_is_forgotten() -> None:
+    memory = TrackMemory(0.5)
+    a, b = np.array([1.0, 0, 0, 0], np.float32), np.array([0, 1.0, 0, 0], np.float32)
+    memory.update(a[None], [7])
+    assert np.allclose(memory.update(b[None], [7], keep=np.array([False]))[0], b)  # passed through
+    assert np.allclose(memory.update(b[None], [7])[0], 0.5 * a + 0.5 * b)  # remembered a, not b
+    memory.forget({8})
+    assert np.allclose(memory.update(b[None], [7])[0], b)  # track 7 ended: a new start
+    assert memory.update(np.zeros((0, 4), np.float32), []).shape == (0, 4)
+
+
+def test_no_smoothing_returns_each_frame_as_it_is() -> None:
+    p = np.array([[0.1, 0.6, 0.2, 0.1]], np.float32)
+    q = p[:, ::-1].copy()
+    memory = TrackMemory(0.0)
+    assert memory.update(p, [1]) is p
+    assert memory.update(q, [1]) is q  # nothing of the last frame
+
+
+def test_the_frame_path_averages_a_face_along_its_track_but_never_a_folder_of_photos() -> None:
+    """Through the daemon's own frame path on a real photograph: the second reading of the same
+    face is the configured mix of its own frame and the first reading; photos of a folder are
+    read each on its own."""
+    from pathlib import Path
+
+    from edgefer.bench.faces import find_photos, load_photo
+    from edgefer.faces import build_face_stage
+    from edgefer.framepath import FramePath
+    from edgefer.service import build_classifier
+
+    real_posed = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "real-posed"
+    gray = load_photo(find_photos(real_posed)[0][2])
+    brighter = np.clip(gray.astype(np.int16) + 25, 0, 255).astype(np.uint8)  # the same face, other light
+    cfg = parse("[classifier]\ntemperature = 1\nbalance = 0\nsmoothing = 0.6\n")
+    clf = build_classifier(cfg)
+    for stills in (False, True):
+        path = FramePath.of(build_face_stage(cfg.faces), clf, cfg.classifier, stills=stills)
+        first, second = path.process(gray), path.process(brighter)
+        assert len(first.faces) == len(second.faces) == 1
+        own = clf.predict(path.stage.crops(brighter, second.faces))[0]
+        assert not np.allclose(own, first.probs[0], atol=1e-3)  # the two frames read differently
+        if stills:
+            assert second.tracks != first.tracks and np.allclose(second.probs[0], own, atol=1e-6)
+        else:
+            assert second.tracks == first.tracks
+            assert np.allclose(second.probs[0], 0.4 * own + 0.6 * first.probs[0], atol=1e-6)

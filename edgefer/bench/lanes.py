@@ -58,14 +58,13 @@ class DaemonLane:
     def __init__(self, *, stills: bool, model: str | None = None) -> None:
         from edgefer.config import parse
         from edgefer.faces import build_face_stage
-        from edgefer.framepath import Calibration, FramePath
+        from edgefer.framepath import FramePath
         from edgefer.service import build_classifier
 
         cfg = parse(f"[classifier]\nmodel = {json.dumps(str(model))}\n" if model else "")
         self.cfg = cfg
         self.classifier = build_classifier(cfg)
-        calibration = Calibration.of(cfg.classifier, self.classifier.labels)
-        self.path = FramePath(build_face_stage(cfg.faces), self.classifier, calibration=calibration, stills=stills)
+        self.path = FramePath.of(build_face_stage(cfg.faces), self.classifier, cfg.classifier, stills=stills)
         #: the classifier's columns in LABELS order
         self._order = np.array([self.classifier.labels.index(lab) for lab in LABELS])
 
@@ -82,6 +81,7 @@ class DaemonLane:
             "threads": c.threads,
             "temperature": c.temperature,
             "balance": c.balance,
+            "smoothing": 0.0 if self.path.stills else c.smoothing,
             "flip_average": c.flip_average,
             "flip_margin": c.flip_margin,
             "runtime": self.classifier.runtime,

@@ -108,11 +108,11 @@ class EdgeferLane:
 
     def __init__(self, detector: str, every: int, scale: float, spec: ModelSpec, threads: int) -> None:
         from edgefer.faces import build_face_stage
-        from edgefer.framepath import Calibration, FramePath
+        from edgefer.framepath import FramePath
 
         stage = build_face_stage(replace(FacesConfig(), detector=detector, detect_every=every, detect_scale=scale))
         self.model = spec.build(threads)
-        self.path = FramePath(stage, self.model, calibration=Calibration.of(ClassifierConfig(), self.model.labels))
+        self.path = FramePath.of(stage, self.model, ClassifierConfig())
         self.spec, self.threads, self.every, self.scale = spec, threads, every, scale
         self.name = f"{stage.detector.name} every {every} scale {scale:g} + {spec.name} @{threads}t"
         self._to_common = label_order(self.model.labels)
