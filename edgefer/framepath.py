@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, InitVar, dataclass, field
 
 import numpy as np
 
@@ -127,33 +127,30 @@ class Reading:
         return 0 if self.poor is None or self.probs is None else int(self.poor.sum())
 
 
+@dataclass(eq=False)  # a running path is itself, not equal to another with its settings
 class FramePath:
     """Faces and emotion probabilities of each frame, in the classifier's label order.
 
     ``stills``: frames are unrelated photographs (a folder): nothing is held or tracked from
     one to the next, every image is detected afresh and each face is its own track.
     ``quality``: the gate's bounds (edgefer.quality), or None to count every face.
-    ``smoothing``: the weight of a face's previous reading (:class:`TrackMemory`); stills have none.
+    ``first_track``: the first track id given (the daemon starts from the clock, so ids never
+    repeat across restarts). ``smoothing``: the weight of a face's previous reading
+    (:class:`TrackMemory`); stills have none.
     """
 
-    def __init__(
-        self,
-        stage: FaceStage,
-        classifier: Classifier,
-        *,
-        calibration: Calibration | None = None,
-        stills: bool = False,
-        first_track: int = 0,
-        quality: QualityBounds | None = FER2013_BOUNDS,
-        smoothing: float = 0.0,
-    ) -> None:
-        self.stage = stage
-        self.classifier = classifier
-        self.calibration = calibration or Calibration()
-        self.stills = stills
-        self.quality = quality
+    stage: FaceStage
+    classifier: Classifier
+    _: KW_ONLY
+    calibration: Calibration = field(default_factory=Calibration)
+    stills: bool = False
+    quality: QualityBounds | None = FER2013_BOUNDS
+    first_track: InitVar[int] = 0
+    smoothing: InitVar[float] = 0.0
+
+    def __post_init__(self, first_track: int, smoothing: float) -> None:
         self.tracker = Tracker(first_id=first_track)
-        self.memory = TrackMemory(0.0 if stills else smoothing)
+        self.memory = TrackMemory(0.0 if self.stills else smoothing)
 
     @classmethod
     def of(cls, stage: FaceStage, classifier: Classifier, cfg: ClassifierConfig, **kwargs: object) -> FramePath:
