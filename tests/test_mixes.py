@@ -1,13 +1,14 @@
 """The clips of benchmarks.mixes: faces drawn in a random mix, as many as asked, repeats only
-when a class runs short; and the settings scored there are ones the daemon accepts."""
+when a class runs short; the settings scored there are ones the daemon accepts; and the
+smoothing rule keeps a weight only when it pays."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from benchmarks.estimators import SETTINGS
-from benchmarks.mixes import mixed_faces
+from benchmarks.estimators import SETTINGS, ClipRun
+from benchmarks.mixes import SMOOTHING, choose_smoothing, mixed_faces
 from edgefer.config import ConfigError, parse
 
 
@@ -37,3 +38,26 @@ def test_the_scored_settings_are_ones_the_daemon_accepts() -> None:
         parse("[classifier]\ntemperature = 0.1\n")
     with pytest.raises(ConfigError, match="balance"):
         parse("[classifier]\nbalance = 1.5\n")
+
+
+def clip_of_readings(rng: np.random.Generator, wrong: float) -> ClipRun:
+    """60 faces of 8 frames each, one track a face; a frame is read as another emotion with
+    probability ``wrong``, each reading a confident 0.85 on the emotion it names."""
+    truth = rng.integers(0, 4, 60).repeat(8)
+    named = np.where(rng.random(len(truth)) < wrong, (truth + rng.integers(1, 4, len(truth))) % 4, truth)
+    probs = np.full((len(truth), 4), 0.05, np.float32)
+    probs[np.arange(len(truth)), named] = 0.85
+    tracks = np.arange(60).repeat(8)
+    empty = np.zeros((0, 4))
+    return ClipRun(probs, tracks, truth, truth, np.ones(len(truth), bool), np.zeros(len(truth), int), empty, tracks)
+
+
+def test_smoothing_is_kept_when_frames_err_alone_and_not_when_they_do_not() -> None:
+    rng = np.random.default_rng(0)
+    noisy = [clip_of_readings(rng, 0.4) for _ in range(3)]
+    l1, weight = choose_smoothing(noisy, 0.2, 0.0)
+    assert set(l1) == set(SMOOTHING)
+    assert weight > 0 and l1[weight] <= l1[0.0] - 0.01  # the frames' own errors average out
+    clean = [clip_of_readings(rng, 0.0) for _ in range(3)]
+    l1, weight = choose_smoothing(clean, 0.2, 0.0)
+    assert weight == 0.0 and max(l1.values()) < 0.01  # nothing to average away: no weight is kept
