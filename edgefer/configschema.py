@@ -99,7 +99,7 @@ class Range:
         if self.seconds:
             return f"{key} must be a finite number of seconds from {self.low:g} to {self.high:g}, got {value!r}"
         if whole:
-            return f"{key} must lie in {self.low:g}..{self.high:g}"
+            return f"{key} must lie in {int(self.low)}..{int(self.high)}"
         left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
         return f"{key} must lie in {left}{self.low:g}, {self.high:g}{right}"
 

@@ -47,6 +47,7 @@ def test_defaults_validate_and_fill_derived_values(monkeypatch: pytest.MonkeyPat
             "f.toml:2: source.stall_seconds: stall_seconds must be a finite number of seconds from 0.1 to 600",
         ),
         ("[history]\nkeep_days = -1\n", "f.toml:2: history.keep_days: keep_days must lie in 0..3650"),
+        ("[mqtt]\nqueue_max = 5\n", "f.toml:2: mqtt.queue_max: queue_max must lie in 10..1000000"),
         ("[mqtt]\nport = true\n", "f.toml:2: mqtt.port: expected an integer"),
         ("[mood]\nwindows = ['1m', 'soon']\n", "f.toml:2: mood.windows: expected a duration"),
         ("[mood]\nwindows = ['1m', '60s']\n", "f.toml:2: mood.windows: windows must be distinct"),
