@@ -42,6 +42,7 @@ import numpy as np
 
 from benchmarks.margins import validation_faces
 from edgefer import LABELS
+from edgefer.bench.clip import on_face
 from edgefer.bench.clips import composite_frames
 from edgefer.config import Config, parse
 from edgefer.faces import build_face_stage
@@ -99,22 +100,20 @@ def run_clip(images: np.ndarray, labels: np.ndarray, shots: int, seed: int, cfg:
         r = path.process(frame)
         if r.probs is None:
             continue
-        x, y, w, h = clip.boxes[i, 0]
         refused = r.poor if r.poor is not None else np.zeros(len(r.faces), bool)
         for face, track, p, bad in zip(r.faces, r.tracks, r.probs, refused, strict=True):
             if bad:  # the quality gate's: the daemon does not count it
                 continue
-            cx, cy = face.x + face.w / 2, face.y + face.h / 2
-            on_face = x <= cx <= x + w and y <= cy <= y + h
-            if on_face:
+            hit = on_face((face.x, face.y, face.w, face.h), clip.boxes[i, 0])
+            if hit:
                 probs.append(p)
                 tracks.append(track)
                 truth.append(int(clip.labels[i, 0]))
                 at.append(i)
             else:
                 false_probs.append(p)
-            false[i] += not on_face or found[i]  # background, or a second box on the same face
-            found[i] |= on_face
+            false[i] += not hit or found[i]  # background, or a second box on the same face
+            found[i] |= hit
     arrays = np.array(probs), np.array(tracks), np.array(truth), clip.labels[:, 0], found, false
     return ClipRun(*arrays, np.array(false_probs), np.array(at))
 

@@ -45,8 +45,8 @@ def on_face(box: tuple[int, int, int, int], face: np.ndarray) -> bool:
 
     Not IoU: each detector draws its own box around a face (BlazeFace's is about 0.77 of a
     FER2013 crop's side, and varies with the face), and a box well inside the face still finds
-    it: its crop is what gets classified and counted. The same test as the estimators' and
-    detector threshold's benchmarks (benchmarks/estimators.py)."""
+    it: its crop is what gets classified and counted. The estimator and detector-threshold
+    benchmarks score their clips with it too (benchmarks/estimators.py)."""
     x, y, w, h = (float(v) for v in face)
     cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
     return x <= cx <= x + w and y <= cy <= y + h
