@@ -266,6 +266,7 @@ def _running_lines(st: dict) -> list[str]:
     return [
         f"source:        {src.get('name')}: {src.get('state')}" + (f" ({src['error']})" if src.get("error") else ""),
         f"detector:      {st.get('detector')}   model: {st.get('model')} on {st.get('runtime')}",
+        "counting:      " + ", ".join(f"{k} {v:g}" for k, v in (st.get("counting") or {}).items()),
         f"fps:           {st.get('fps')}   ms/frame: {(st.get('ms') or {}).get('total')}",
         f"output:        {out.get('kind')} {out.get('broker', '')} {out.get('state', '')}"
         + (f" ({out['error']})" if out.get("error") else ""),

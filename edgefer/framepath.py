@@ -158,6 +158,12 @@ class FramePath:
         calibration = Calibration.of(cfg, classifier.labels)
         return cls(stage, classifier, calibration=calibration, smoothing=cfg.smoothing, **kwargs)  # type: ignore[arg-type]
 
+    def counting(self) -> dict[str, float]:
+        """How a face's probabilities become what is counted: the settings in effect (a folder's
+        photos are never averaged, whatever ``classifier.smoothing`` says)."""
+        c = self.calibration
+        return {"smoothing": self.memory.weight, "balance": c.balance, "temperature": c.temperature}
+
     def process(self, gray: np.ndarray, classify: bool = True) -> Reading:
         t0 = time.perf_counter()
         if self.stills:

@@ -352,6 +352,7 @@ class Service:
             "runtime": self.classifier.runtime,
             "model": self.classifier.path.name,
             "inferences_per_face": round(self.classifier.inferences_per_face, 3),
+            "counting": self.path.counting(),
             "queue_depth": self.store.depth(),
             "dropped_summaries": self.store.dropped,
             "queue_in_memory": self.store.memory_depth,

@@ -119,6 +119,7 @@ def test_the_frame_path_averages_a_face_along_its_track_but_never_a_folder_of_ph
         assert len(first.faces) == len(second.faces) == 1
         own = clf.predict(path.stage.crops(brighter, second.faces))[0]
         assert not np.allclose(own, first.probs[0], atol=1e-3)  # the two frames read differently
+        assert path.counting() == {"smoothing": 0.0 if stills else 0.6, "balance": 0.0, "temperature": 1.0}
         if stills:
             assert second.tracks != first.tracks and np.allclose(second.probs[0], own, atol=1e-6)
         else:

@@ -18,6 +18,7 @@ import pytest
 
 from edgefer import LABELS
 from edgefer.classifier import Classifier
+from edgefer.config import parse
 from edgefer.datasets import load_fer2013
 from edgefer.models import DEFAULT_MODEL
 from tests.conftest import MODELS, Broker, Collector
@@ -216,6 +217,11 @@ def test_sighup_reload_good_bad_and_corrupt_model(broker: Broker, clip, tmp_path
         # flip averaging is on by default for the faces the model is unsure of only: some faces
         # are mirrored (more than one inference per face) but not all (fewer than two)
         assert st["classified"] > 0 and 1 < st["inferences_per_face"] < 2, st
+        # the status says how the shares are counted: the defaults, but this source is a folder of
+        # images, each its own still, so nothing is averaged along tracks whatever smoothing says
+        c = parse("").classifier
+        assert c.smoothing > 0
+        assert st["counting"] == {"smoothing": 0.0, "balance": c.balance, "temperature": c.temperature}
     finally:
         assert d.stop() == 0
     assert "reload refused" in d.logs()

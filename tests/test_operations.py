@@ -214,6 +214,7 @@ def test_status_and_report_commands(broker: Broker, clip, tmp_path: Path) -> Non
         out = subprocess.run([*cli, "status", "--state-dir", str(state)], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert "state:         running" in out.stdout and "detector:      haar" in out.stdout
+        assert "counting:      smoothing 0, balance 0.5, temperature 0.2" in out.stdout  # a folder: no averaging
         assert f"127.0.0.1:{broker.port} connected" in out.stdout
     finally:
         d.stop()
