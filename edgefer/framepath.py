@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, InitVar, dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -62,9 +63,13 @@ class Calibration:
         """The configured calibration of a classifier with these output labels."""
         return cls(cfg.temperature, cfg.balance, tuple(float(FER2013_TRAIN_MIX[lab]) for lab in labels))
 
+    @cached_property
+    def _mix(self) -> np.ndarray | None:
+        """The mix as an array, made once rather than on every frame."""
+        return np.array(self.mix) if self.mix else None
+
     def __call__(self, probs: np.ndarray) -> np.ndarray:
-        mix = np.array(self.mix) if self.mix else None
-        return calibrate(probs, self.temperature, mix, self.balance)
+        return calibrate(probs, self.temperature, self._mix, self.balance)
 
 
 class TrackMemory:
