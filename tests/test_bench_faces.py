@@ -213,6 +213,13 @@ def test_clip_shares_are_share_intervals_over_the_frame_paths_tracks(fer2013: Pa
     assert [c["shares"][lab] for lab in LABELS] == pytest.approx(shares, abs=1e-5)
     assert [x for lab in LABELS for x in c["ci95"][lab]] == pytest.approx(np.stack([lo, hi], 1).ravel(), abs=1e-5)
     assert c["l1"] == pytest.approx(float(np.abs(shares - truth).sum()), abs=1e-5)
+    # the perfect-face-path reference: the daemon's classifier and calibration on the crops shown
+    shown = clip.images[::8, 0]
+    crops = path.calibration(path.classifier.predict(data.images[shown]))[:, order]
+    ref = e["crops"]
+    assert ref["faces"] == SHOTS
+    assert ref["accuracy"] == pytest.approx(float((crops.argmax(1) == data.labels[shown]).mean()))
+    assert ref["l1"] == pytest.approx(float(np.abs(crops.mean(0) - truth).sum()), abs=1e-5)
     if peer:
         f = seed["lanes"]["fer"]
         assert seed["cpu_ratio_edgefer_over_fer"] == pytest.approx(
@@ -221,6 +228,9 @@ def test_clip_shares_are_share_intervals_over_the_frame_paths_tracks(fer2013: Pa
         assert f["clip"]["l1"] == pytest.approx(
             sum(abs(f["clip"]["shares"][lab] - f["clip"]["truth_mix"][lab]) for lab in LABELS), abs=1e-5
         )
+        # fer's reference counts labels: every share is a whole number of the faces shown
+        counts = [f["crops"]["shares"][lab] * SHOTS for lab in LABELS]
+        assert counts == pytest.approx(np.round(counts), abs=1e-4)
 
 
 def test_clip_detection_finds_a_face_by_a_box_on_it_and_counts_the_rest_as_false() -> None:

@@ -27,7 +27,7 @@ from edgefer.bench.clips import FRAME_SIZE, composite_frames
 from edgefer.bench.host import host_info
 from edgefer.bench.lanes import Seen, lane_shares, make_lanes, run_all, warm_up
 from edgefer.bench.output import error, log, write_result
-from edgefer.bench.stats import K, per_class, ratio
+from edgefer.bench.stats import K, by_label, l1, per_class, ratio
 from edgefer.datasets import Dataset, DatasetError, find_root, load_fer2013
 
 HOLD = 8
@@ -75,6 +75,22 @@ def detection(seen: list[Seen], truth: np.ndarray, boxes: np.ndarray) -> dict[st
     }
 
 
+def on_crops(lane: Any, faces: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """The lane's classifier on the dataset crops of the faces shown, counted as its user counts
+    them: the shares it would publish with a perfect face path (every face found, framed as in
+    the dataset). Its distance to the truth is what the classifier alone misses on these faces;
+    what the clip adds beyond it is the face path's."""
+    rows = lane.on_crops(faces)
+    mix = np.bincount(labels, minlength=K) / len(labels)
+    shares = rows.mean(axis=0)
+    return {
+        "faces": len(faces),
+        "accuracy": float((rows.argmax(axis=1) == labels).mean()),
+        "shares": by_label(shares),
+        "l1": l1(shares, mix),
+    }
+
+
 def lane_result(seen: list[Seen], truth: np.ndarray, boxes: np.ndarray, daemon: bool) -> dict[str, Any]:
     windows = [
         shares_over(seen[a : a + WINDOW], truth[a : a + WINDOW], daemon)
@@ -108,9 +124,13 @@ def measure_seed(lanes: list[Any], data: Dataset, shots: int, seed: int, quiet: 
 
     seen = run_all(lanes, clip.frames, progress)
     truth, boxes = clip.labels[:, 0], clip.boxes[:, 0]
+    shown = clip.images[::HOLD, 0]  # one face a shot, each on screen for HOLD frames
     del clip
     per = {
-        lane.name: lane_result([s[j] for s in seen], truth, boxes, lane.name == "edgefer")
+        lane.name: {
+            **lane_result([s[j] for s in seen], truth, boxes, lane.name == "edgefer"),
+            "crops": on_crops(lane, data.images[shown], data.labels[shown]),
+        }
         for j, lane in enumerate(lanes)
     }
     cpu = ratio(per["edgefer"]["cpu_ms_per_frame"], per["fer"]["cpu_ms_per_frame"]) if "fer" in per else None
@@ -128,6 +148,8 @@ def mean_over(seeds: list[dict[str, Any]]) -> dict[str, Any]:
             if all(x.get(key) is not None for x in r)
         }
         m["l1_clip"] = float(np.mean([x["clip"]["l1"] for x in r]))
+        m["l1_crops"] = float(np.mean([x["crops"]["l1"] for x in r]))
+        m["accuracy_crops"] = float(np.mean([x["crops"]["accuracy"] for x in r]))
         m["detection_rate_per_class"] = {
             lab: float(np.mean([x["detection_rate_per_class"][lab] for x in r])) for lab in LABELS
         }
@@ -161,6 +183,11 @@ NOTES = [
     "Found = a returned box whose centre lies on the square the face was pasted into (not IoU: each detector "
     "draws its own box around a face, and a box inside it is what gets read); other boxes, and a second box on "
     "the same face, count as false. Accuracy (found) = the largest found box's argmax label against the truth.",
+    "Crops = the same pipeline's classifier on the dataset crops of the faces shown, counted as its user counts "
+    "them (edgefer: calibrated probabilities averaged; fer: argmax labels): the shares a perfect face path would "
+    "give. Their distance to the truth is what the classifier alone misses on the faces drawn; a clip's L1 "
+    "beyond it is the face path's, and one below it is the face path's errors cancelling the classifier's. "
+    "Over a few hundred faces it is mostly which faces were drawn: read the seeds together.",
     "CPU = process CPU time (all threads) of each pipeline's call on each frame, the two alternating; the ratio "
     "is edgefer's mean per frame over fer's, per seed, then averaged. fer is fer 25.10.3's detect_emotions "
     "rebuilt from its source on the same LiteRT runtime (edgefer/bench/peers/fer.py).",

@@ -15,11 +15,13 @@ FRAME_SIZE = (640, 480)
 
 @dataclass
 class Clip:
-    """Frames with the ground truth of each face placed: label and box (x, y, w, h)."""
+    """Frames with the ground truth of each face placed: label, box (x, y, w, h) and which
+    of the given images it is (so a benchmark can also read the faces' own dataset crops)."""
 
     frames: list[np.ndarray]
     labels: np.ndarray  # (n_frames, faces_per_frame) indices into LABELS
     boxes: np.ndarray  # (n_frames, faces_per_frame, 4)
+    images: np.ndarray  # (n_frames, faces_per_frame) indices into the images composited
 
 
 def background(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -68,6 +70,7 @@ def composite_frames(
     frames: list[np.ndarray] = []
     out_labels = np.zeros((n_frames, k), np.int64)
     out_boxes = np.zeros((n_frames, k, 4), np.int64)
+    out_images = np.zeros((n_frames, k), np.int64)
     cache: dict[tuple[int, int], np.ndarray] = {}
     for i in range(n_frames):
         seg = i // max(1, hold)
@@ -86,9 +89,10 @@ def composite_frames(
             y = int(np.clip(cy - side / 2, 0, h - side))
             frame[y : y + side, x : x + side] = face
             out_labels[i, j] = int(labels[idx])
+            out_images[i, j] = idx
             out_boxes[i, j] = (x, y, side, side)
         frames.append(frame)
-    return Clip(frames, out_labels, out_boxes)
+    return Clip(frames, out_labels, out_boxes, out_images)
 
 
 def write_clip(frames: Sequence[np.ndarray], path: Path, fps: float) -> Path:

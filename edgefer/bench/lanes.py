@@ -89,6 +89,11 @@ class DaemonLane:
     def reset(self) -> None:
         self.path.reset()
 
+    def on_crops(self, faces: np.ndarray) -> np.ndarray:
+        """What the daemon would count for each (48, 48) dataset crop were its face path
+        perfect: the classifier's probabilities, calibrated as the path calibrates them."""
+        return self.path.calibration(self.classifier.predict(faces))[:, self._order]
+
     def step(self, gray: np.ndarray) -> Seen:
         reading = self.path.process(gray, True)
         if reading.probs is None:
@@ -116,6 +121,12 @@ class FerLane:
 
     def reset(self) -> None:
         pass
+
+    def on_crops(self, faces: np.ndarray) -> np.ndarray:
+        """What a fer user would count for each (48, 48) dataset crop were fer's face path
+        perfect: its model's label (resized to 64x64 as fer resizes), one-hot."""
+        m = self.pipe.model
+        return np.eye(K, dtype=np.float32)[m.label(m.four_of_crops(faces))]
 
     def step(self, gray: np.ndarray) -> Seen:
         r = self.pipe.process(gray)

@@ -277,9 +277,11 @@ def _seed_rows(result: dict[str, Any]) -> list[str]:
             cover = f"{c['covered_count']}/4" if "covered_count" in c else "–"
             wcover = pct(r.get("window_coverage")) if "window_coverage" in r else "–"
             tracks = str(c["tracks"]) if "tracks" in c else "–"
+            crops = r.get("crops", {})
             lines.append(
                 f"| {s['seed']} | {name} | {r['faces']} | {tracks} | {pct(r['detection_rate'])} "
-                f"| {num(r['false_boxes_per_frame'], '{:.3f}')} | {pct(r['accuracy_found'])} | {c['l1']:.3f} | {cover} "
+                f"| {num(r['false_boxes_per_frame'], '{:.3f}')} | {pct(r['accuracy_found'])} | {c['l1']:.3f} "
+                f"| {pct(crops.get('accuracy'))} | {num(crops.get('l1'), '{:.3f}')} | {cover} "
                 f"| {num(r['window_l1_mean'], '{:.3f}')} | {wcover} | {r['cpu_ms_per_frame']:.2f} |"
             )
     for name, m in result["mean"].items():
@@ -290,7 +292,8 @@ def _seed_rows(result: dict[str, Any]) -> list[str]:
         tracks = num(m["tracks_clip"], "{:.1f}") if "tracks_clip" in m else "–"
         lines.append(
             f"| mean | {name} | | {tracks} | {pct(m['detection_rate'])} | {num(m['false_boxes_per_frame'], '{:.3f}')} "
-            f"| {pct(m['accuracy_found'])} | {m['l1_clip']:.3f} | {cover} | {num(m.get('window_l1_mean'), '{:.3f}')} "
+            f"| {pct(m['accuracy_found'])} | {m['l1_clip']:.3f} | {pct(m.get('accuracy_crops'))} "
+            f"| {num(m.get('l1_crops'), '{:.3f}')} | {cover} | {num(m.get('window_l1_mean'), '{:.3f}')} "
             f"| {wcover} | {m['cpu_ms_per_frame']:.2f} |"
         )
     return lines
@@ -305,8 +308,9 @@ def markdown_clip(result: dict[str, Any]) -> str:
         f"{', '.join(str(s['seed']) for s in result['seeds'])}; windows of {d['window']} frames.",
         "",
         "| seed | pipeline | faces | tracks | face found | false boxes / frame | accuracy (found) | shares L1 (clip) "
-        "| intervals cover (clip) | L1 per window (mean) | intervals cover (windows) | CPU ms / frame |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| accuracy (crops) | shares L1 (crops) | intervals cover (clip) | L1 per window (mean) "
+        "| intervals cover (windows) | CPU ms / frame |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *_seed_rows(result),
     ]
     ratios = [

@@ -221,6 +221,19 @@ class FerModel:
         """The outputs of edgefer's four labels, unnormalised (fer rounds and argmaxes these)."""
         return seven[:, self.keep]
 
+    def four_of_crops(self, faces: np.ndarray) -> np.ndarray:
+        """:meth:`four` for uint8 (N, 48, 48) dataset faces, resized to 64x64 as fer resizes."""
+        import cv2
+
+        faces = np.asarray(faces)
+        faces = faces[None] if faces.ndim == 2 else faces
+        return self.four(self.classify(self.inputs([cv2.resize(face, (INPUT, INPUT)) for face in faces])))
+
+    @staticmethod
+    def label(four: np.ndarray) -> np.ndarray:
+        """The label index a fer user reads off: argmax of the four as fer rounds them, first on ties."""
+        return np.argmax(np.round(four, 2), axis=1)
+
     @staticmethod
     def renormalised(four: np.ndarray) -> np.ndarray:
         """Probabilities over edgefer's four labels."""
@@ -241,21 +254,13 @@ class FerPeer:
     labels = LABELS
 
     def __init__(self, path: str | os.PathLike[str], *, threads: int = 1, runtime: str | None = None) -> None:
-        import cv2
-
-        self._cv2 = cv2
         self.model = FerModel(path, threads=threads, runtime=runtime)
         self.runtime = self.model.runtime
         self.size_bytes = self.model.size_bytes
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """(N, 4) probabilities over edgefer's labels for uint8 (N, 48, 48) faces."""
-        faces = np.asarray(faces)
-        if faces.ndim == 2:
-            faces = faces[None]
-        resized = [self._cv2.resize(face, (INPUT, INPUT)) for face in faces]
-        m = self.model
-        return m.renormalised(m.four(m.classify(m.inputs(resized))))
+        return self.model.renormalised(self.model.four_of_crops(faces))
 
 
 # -- the rebuilt pipeline ----------------------------------------------------------------------
@@ -335,8 +340,7 @@ class FerPipeline:
             return FerFaces([], np.zeros((0, len(LABELS)), np.float32), np.zeros(0, np.int64))
         faces, kept = self.crops(gray, boxes)
         four = self.model.four(self.model.classify(faces))
-        labels = np.argmax(np.round(four, 2), axis=1)
-        return FerFaces([boxes[i] for i in kept], self.model.renormalised(four), labels)
+        return FerFaces([boxes[i] for i in kept], self.model.renormalised(four), self.model.label(four))
 
 
 # -- the installed package's own call ----------------------------------------------------------
