@@ -186,6 +186,9 @@ def test_clip_shares_are_share_intervals_over_the_frame_paths_tracks(fer2013: Pa
     argv = ["--mode", "clip", "--data-dir", str(fer2013), "--split", "test", "--shots", str(SHOTS), "--seeds", "0"]
     run_bench([*argv, "--limit-per-class", "40", "--out", str(tmp_path), *peer])
     result = json.loads((tmp_path / "clip.json").read_text())
+    assert result["shares_png"] == "shares.png"
+    assert (tmp_path / "shares.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "[shares.png](shares.png)" in (tmp_path / "clip.md").read_text()
     seed = result["seeds"][0]
     assert result["data"]["frames"] == seed["frames"] == SHOTS * 8
     e = seed["lanes"]["edgefer"]

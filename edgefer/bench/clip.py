@@ -27,6 +27,7 @@ from edgefer.bench.clips import FRAME_SIZE, composite_frames
 from edgefer.bench.host import host_info
 from edgefer.bench.lanes import Seen, lane_shares, make_lanes, run_all, warm_up
 from edgefer.bench.output import error, log, write_result
+from edgefer.bench.plots import clip_shares_png
 from edgefer.bench.stats import K, by_label, l1, per_class, ratio
 from edgefer.datasets import Dataset, DatasetError, find_root, load_fer2013
 
@@ -224,5 +225,8 @@ def run_clip(args: argparse.Namespace) -> int:
         "notes": NOTES,
         "host": host_info(),
     }
-    write_result(Path(args.out or "benchmarks/results/clip"), "clip", result, args.quiet)
+    out = Path(args.out or "benchmarks/results/clip")
+    out.mkdir(parents=True, exist_ok=True)
+    result["shares_png"] = clip_shares_png(result, out / "shares.png").name
+    write_result(out, "clip", result, args.quiet)
     return 0

@@ -331,6 +331,8 @@ def markdown_clip(result: dict[str, Any]) -> str:
         for s in result["seeds"]
     ]
     lines += _shares_table("seed", shares)
+    if result.get("shares_png"):
+        lines += ["", f"The same as a figure: [{result['shares_png']}]({result['shares_png']})"]
     lines += ["", "Faces found per class (mean over seeds): frames where the face shown was found / all showing it:"]
     lines += ["", "| pipeline | " + " | ".join(LABELS) + " |", "|---|" + "---|" * K]
     for name, m in result["mean"].items():
